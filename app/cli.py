@@ -1,0 +1,193 @@
+"""python -m kbqa ingest|ask|search|status|serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from kbqa.errors import KbqaError
+
+EPILOG = """examples:
+  python -m kbqa ingest docs/               add a folder (again: only changes are embedded)
+  python -m kbqa ask "Where was Iwan Roberts born?"
+  python -m kbqa search "warranty period" -k 5
+  python -m kbqa serve --port 8501          the browser chat on http://127.0.0.1:8501
+
+settings come from KBQA_* variables: KBQA_HOME (knowledge base folder), KBQA_MODEL (a .gguf
+file), KBQA_EMBEDDER, KBQA_N_GPU_LAYERS, KBQA_N_CTX, KBQA_THREADS, KBQA_TOP_K (see README)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kbqa",
+        description="Private question answering over your own documents, with citations.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--home", help="knowledge base folder (default: KBQA_HOME or data/)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ing = sub.add_parser("ingest", help="add or update files and folders")
+    ing.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    ing.add_argument("--no-prune", action="store_true",
+                     help="keep documents whose files were deleted from an ingested folder")
+    ing.add_argument("--rebuild", action="store_true",
+                     help="forget everything first (needed after changing KBQA_EMBEDDER)")
+    ing.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    ask = sub.add_parser("ask", help="answer a question from the documents, with sources")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+
+    search = sub.add_parser("search", help="show the passages most relevant to a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, help="how many passages (default 5)")
+    search.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="path=GLOB or type=pdf; repeatable")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    sub.add_parser("status", help="documents, chunks and models in use")
+
+    serve = sub.add_parser("serve", help="start the browser chat (Streamlit)")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="kbqa: %(message)s")
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        if args.command == "serve":
+            return serve(args.host, args.port, args.home)
+        from kbqa import open_kb
+
+        kb = open_kb(args.home)
+        if args.command == "ingest":
+            return _ingest(kb, args)
+        if args.command == "ask":
+            return _ask(kb, args)
+        if args.command == "search":
+            return _search(kb, args)
+        return _status(kb)
+    except KbqaError as exc:
+        print(f"kbqa: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kbqa: interrupted; the last committed state is kept", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("sentence_transformers", "transformers", "faiss", "faiss.loader"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _ingest(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    if args.rebuild:
+        kb.rebuild()
+        print(f"kbqa: cleared the knowledge base at {kb.home}")
+    report = kb.ingest(args.paths, progress=not args.quiet, prune=not args.no_prune)
+    for failure in report.failed:
+        print(f"  failed  {failure.path}: {failure.reason}")
+    for path in report.removed:
+        print(f"  removed {path} (no longer on disk)")
+    print(f"kbqa: {report.summary()}")
+    docs, chunks = kb.store.counts()
+    print(f"kbqa: the knowledge base at {kb.home} holds {docs} documents, {chunks} chunks")
+    return 0 if report.ok else 1
+
+
+def _ask(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from kbqa.domain import Answer
+
+    final = None
+    for item in kb.ask_stream(args.question):
+        if isinstance(item, Answer):
+            final = item
+        elif not args.json:
+            print(item, end="", flush=True)
+    if final is None:
+        return 1
+    if args.json:
+        print(json.dumps(asdict(final), ensure_ascii=False, indent=2))
+        return 0
+    print("\n")
+    if final.text.strip() and final.citations:
+        print(final.text)
+        print()
+        for number, cite in enumerate(final.citations, start=1):
+            where = f", page {cite.page}" if cite.page else ""
+            print(f"[{number}] {cite.source}{where}\n    “{cite.quote}”")
+    else:
+        print(final.text)
+    return 0
+
+
+def _search(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    filters = {}
+    for item in args.filter:
+        key, _, value = item.partition("=")
+        if not value:
+            raise SystemExit(f"--filter wants KEY=VALUE, got {item!r}")
+        filters[key.strip()] = value.strip()
+    hits = kb.search(args.query, args.k, filters=filters or None)
+    if args.json:
+        print(json.dumps([asdict(h) for h in hits], ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("no passages found (is the knowledge base empty? `python -m kbqa status`)")
+    for rank, hit in enumerate(hits, start=1):
+        where = f", page {hit.chunk.page}" if hit.chunk.page else ""
+        text = " ".join(hit.chunk.text.split())
+        print(f"{rank}. {hit.score:.3f}  {hit.chunk.source}{where}\n   {text[:240]}")
+    return 0
+
+
+def _status(kb) -> int:  # type: ignore[no-untyped-def]
+    stats = kb.stats()
+    s = kb.settings
+    print(f"knowledge base: {kb.home}")
+    print(f"documents:      {stats.documents}")
+    print(f"chunks:         {stats.chunks}")
+    print(f"embedder:       {stats.embedder}")
+    model = s.model_path
+    print(f"chat model:     {model}{'' if model.is_file() else '  (missing: run make setup)'}")
+    print(f"gpu layers:     {s.n_gpu_layers}   context: {s.n_ctx}   threads: {s.threads}")
+    return 0
+
+
+def serve(host: str, port: int, home: str | None) -> int:
+    """Run the Streamlit page; usage statistics off, bound to this machine by default."""
+    ui = Path(__file__).with_name("ui.py")
+    env = dict(os.environ)
+    if home:
+        env["KBQA_HOME"] = home
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"kbqa: warning: serving on {host} exposes your documents to the network",
+              file=sys.stderr)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ui),
+           "--server.address", host, "--server.port", str(port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--global.developmentMode", "false", "--server.fileWatcherType", "none",
+           "--client.toolbarMode", "minimal"]
+    print(f"kbqa: chat at http://{host}:{port}  (Ctrl+C stops it)", flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,159 @@
+"""KnowledgeBase: the one place that builds the store, index, embedder and model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kbqa.domain import Answer, Hit, IngestReport, KbStats
+from kbqa.errors import IndexMissing
+from kbqa.ingest.embed import Embedder, SentenceTransformerEmbedder
+from kbqa.ingest.index import VectorIndex, generation_path
+from kbqa.ingest.lock import writer_lock
+from kbqa.ingest.pipeline import IngestState, check_embedder, ingest_paths
+from kbqa.ingest.store import Store, StoredDocument
+from kbqa.llm.answer import answer_stream
+from kbqa.llm.model import Generator, LlamaCppGenerator, Message
+from kbqa.retrieval.retriever import Retriever
+from kbqa.settings import Settings, from_env
+
+log = logging.getLogger("kbqa")
+
+
+class KnowledgeBase:
+    """A knowledge base folder (KBQA_HOME) with its models; heavy parts load on first use."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+                 generator: Generator | None = None) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.vectors_dir = self.home / "vectors"
+        self.store = Store(settings.db_url)
+        self._embedder = embedder
+        self._generator = generator
+        self._index: VectorIndex | None = None
+        self._generation = -1
+
+    # -- parts, built once ---------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = SentenceTransformerEmbedder(self.settings.embedder,
+                                                         threads=self.settings.threads)
+        return self._embedder
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            s = self.settings
+            self._generator = LlamaCppGenerator(s.model_path, n_ctx=s.n_ctx, threads=s.threads,
+                                                n_gpu_layers=s.n_gpu_layers, seed=s.seed)
+        return self._generator
+
+    def _current_generation(self) -> int:
+        return int(self.store.get_meta("index_generation", "0") or 0)
+
+    def index(self) -> VectorIndex:
+        """The committed vectors; reloaded when another process committed a newer generation."""
+        generation = self._current_generation()
+        if self._index is None or generation != self._generation:
+            path = generation_path(self.vectors_dir, generation)
+            for _ in range(3):  # a writer may replace the file while we read it
+                try:
+                    self._index = (VectorIndex.load(path) if generation
+                                   else VectorIndex(self.embedder.dim))
+                    break
+                except RuntimeError:
+                    generation = self._current_generation()
+                    path = generation_path(self.vectors_dir, generation)
+            else:
+                raise IndexMissing(
+                    f"the vector file {path} is missing or unreadable: run "
+                    "`python -m kbqa ingest --rebuild DIR` to rebuild the knowledge base"
+                )
+            self._generation = generation
+        return self._index  # type: ignore[return-value]
+
+    # -- the public operations -----------------------------------------------------------
+    def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+               progress: bool = False, prune: bool = True) -> IngestReport:
+        """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
+            index = self.index()
+            state = IngestState(index=index, generation=self._generation,
+                                folder=self.vectors_dir)
+            try:
+                report = ingest_paths(paths, store=self.store, state=state,
+                                      embedder=self.embedder, settings=self.settings,
+                                      progress=progress)
+            finally:
+                self._index, self._generation = state.index, state.generation
+        return report
+
+    def rebuild(self) -> None:
+        """Forget every document and vector (for a new embedder); files on disk are untouched."""
+        with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
+            self.store.close()
+            db = self.settings.db_url.removeprefix("sqlite:///")
+            for suffix in ("", "-wal", "-shm"):
+                Path(db + suffix).unlink(missing_ok=True)
+            shutil.rmtree(self.vectors_dir, ignore_errors=True)
+            self.store = Store(self.settings.db_url)
+            self._index, self._generation = None, -1
+
+    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None
+               ) -> list[Hit]:
+        if self.is_empty():
+            return []
+        check_embedder(self.store, self.embedder)
+        return Retriever(self.store, self.embedder, self.index).search(query, k, filters)
+
+    def ask_stream(self, question: str, *, history: Sequence[Message] | None = None
+                   ) -> Iterator[str | Answer]:
+        """Text pieces as the model writes them, then the final checked Answer."""
+        if self.is_empty():
+            raise IndexMissing(
+                f"the knowledge base at {self.home} has no documents yet: add some with "
+                "`make ingest DIR=path/to/docs` (or the upload box in the chat)"
+            )
+        hits = self.search(question, k=max(self.settings.top_k * 2, 8))
+        yield from answer_stream(question, hits, self.generator, self.settings, history or ())
+
+    def ask(self, question: str, *, history: Sequence[Message] | None = None) -> Answer:
+        final = None
+        for item in self.ask_stream(question, history=history):
+            if isinstance(item, Answer):
+                final = item
+        if final is None:
+            raise RuntimeError("ask_stream ended without an Answer")
+        return final
+
+    # -- inspection ----------------------------------------------------------------------
+    def is_empty(self) -> bool:
+        return self.store.counts()[1] == 0
+
+    def documents(self) -> list[StoredDocument]:
+        return self.store.documents()
+
+    def stats(self) -> KbStats:
+        documents, chunks = self.store.counts()
+        return KbStats(documents=documents, chunks=chunks,
+                       embedder=self.store.get_meta("embedder") or self.settings.embedder)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_kb(home: str | os.PathLike[str] | None = None, **settings: Any) -> KnowledgeBase:
+    """A knowledge base at `home` (default KBQA_HOME or data/); keyword settings override."""
+    embedder = settings.pop("embedder_impl", None)
+    generator = settings.pop("generator", None)
+    resolved = from_env(home=Path(home) if home is not None else None, **settings)
+    return KnowledgeBase(resolved, embedder=embedder, generator=generator)

@@ -1,0 +1,130 @@
+"""All settings in one dataclass; `from_env` is the only reader of KBQA_* variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from kbqa.errors import SettingError
+
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHAT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+SMALL_CHAT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def default_data_dir() -> Path:
+    """`data/` of the source checkout (the README's setup); a user folder for wheel installs."""
+    if (_SOURCE_ROOT / "pyproject.toml").is_file():
+        return _SOURCE_ROOT / "data"
+    return Path.home() / ".local" / "share" / "kbqa"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of kbqa. Environment: KBQA_<FIELD NAME IN CAPITALS>."""
+
+    home: Path = field(default_factory=default_data_dir)
+    models_dir: Path = field(default_factory=lambda: default_data_dir() / "models")
+    # Chat model: a GGUF file; empty means the packaged default under models_dir.
+    model: str = ""
+    # Embedder: the packaged all-MiniLM-L6-v2, or a sentence-transformers model folder.
+    embedder: str = DEFAULT_EMBEDDER
+    n_gpu_layers: int = 0
+    n_ctx: int = 4096
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    chunk_tokens: int = 200
+    chunk_overlap: int = 40
+    top_k: int = 4
+    # Below this dense similarity nothing counts as relevant, and the model is not called.
+    min_score: float = 0.3
+    context_tokens: int = 1200
+    max_answer_tokens: int = 384
+    temperature: float = 0.1
+    seed: int = 42
+    max_file_mb: int = 200
+    database_url: str = ""
+    lock_timeout_s: float = 600.0
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model) if self.model else self.models_dir / DEFAULT_CHAT_MODEL_FILE
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'kb.sqlite'}"
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, type-checked like environment values."""
+        return replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+
+_TYPES: dict[str, type] = {
+    "home": Path,
+    "models_dir": Path,
+    "model": str,
+    "embedder": str,
+    "n_gpu_layers": int,
+    "n_ctx": int,
+    "threads": int,
+    "chunk_tokens": int,
+    "chunk_overlap": int,
+    "top_k": int,
+    "min_score": float,
+    "context_tokens": int,
+    "max_answer_tokens": int,
+    "temperature": float,
+    "seed": int,
+    "max_file_mb": int,
+    "database_url": str,
+    "lock_timeout_s": float,
+}
+_POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name not in _TYPES:
+        known = ", ".join(sorted(_TYPES))
+        raise SettingError(f"unknown setting {name!r}; known settings: {known}")
+    kind = _TYPES[name]
+    try:
+        if kind is Path:
+            result: Any = Path(str(value)).expanduser()
+        elif kind is str:
+            result = str(value)
+        else:
+            result = kind(value)
+    except (TypeError, ValueError):
+        raise SettingError(
+            f"setting {name} (KBQA_{name.upper()}) must be {kind.__name__}, got {value!r}"
+        ) from None
+    if name in _POSITIVE and result <= 0:
+        raise SettingError(f"setting {name} (KBQA_{name.upper()}) must be > 0, got {value!r}")
+    if name == "n_gpu_layers" and result < -1:
+        raise SettingError("KBQA_N_GPU_LAYERS must be -1 (all layers), 0 (CPU) or a layer count")
+    if name == "chunk_overlap" and result < 0:
+        raise SettingError("KBQA_CHUNK_OVERLAP must be >= 0")
+    return result
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then KBQA_* variables, then explicit keyword overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(f"KBQA_{f.name.upper()}")
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.name, raw)
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    if "home" in values and "models_dir" not in values and "KBQA_MODELS_DIR" not in env:
+        # Models stay in the checkout's data/models when only the knowledge base moves.
+        values["models_dir"] = default_data_dir() / "models"
+    settings = Settings(**values)
+    if settings.chunk_overlap >= settings.chunk_tokens:
+        raise SettingError("KBQA_CHUNK_OVERLAP must be smaller than KBQA_CHUNK_TOKENS")
+    return settings

@@ -1,0 +1,190 @@
+"""Pure chunking: sections -> token-sized chunks that end at sentence boundaries.
+
+Token counts come from a callable (the embedder's tokenizer in production, a word counter in
+unit tests), so the budget matches what the embedder will really see.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from kbqa.domain import ChunkDraft, Section
+
+TokenCounter = Callable[[str], int]
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+# Latin sentence ends need following whitespace; CJK ends (。！？；) need none.
+_SENTENCE_SPLIT = re.compile(
+    r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9" + _CJK + r"])"
+    r"|(?<=[。！？；])[”’」』）)]*"
+    r"|(?<=[!?！？][”’」』）)])"
+)
+_TERMINAL = re.compile(r"[.!?:;。！？；：…”’」』)]\s*$")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•·+]|\d{1,3}[.)]|[a-zA-Z][.)])\s+")
+_SHORT_LINE = 40
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A sentence (or a piece of an over-long one) and whether it starts a paragraph."""
+
+    text: str
+    tokens: int
+    para_start: bool
+
+
+def is_cjk(char: str) -> bool:
+    return bool(_CJK_CHAR.match(char))
+
+
+def join_pieces(left: str, right: str) -> str:
+    """Join two text pieces; no space between CJK characters.
+
+    Example: join_pieces("你好", "世界") == "你好世界"; join_pieces("a", "b") == "a b"
+    """
+    if not left:
+        return right
+    if not right:
+        return left
+    if is_cjk(left[-1]) or is_cjk(right[0]):
+        return left + right
+    return left + " " + right
+
+
+def paragraph_lines(paragraph: str) -> list[str]:
+    """Unwrap hard-wrapped lines, keeping real line breaks (short lines, list items).
+
+    Example: paragraph_lines("one long\\nline.\\n- item") == ["one long line.", "- item"]
+    """
+    out: list[str] = []
+    for raw in paragraph.split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if out and not _ends_line(out[-1]) and not _LIST_ITEM.match(line):
+            out[-1] = join_pieces(out[-1], line)
+        else:
+            out.append(line)
+    return out
+
+
+def _ends_line(line: str) -> bool:
+    return bool(_TERMINAL.search(line)) or len(line) < _SHORT_LINE
+
+
+def split_sentences(text: str) -> list[tuple[str, bool]]:
+    """Sentences in order, each with True where it starts a paragraph.
+
+    Example: split_sentences("A b. C d.\\n\\n你好。再见。") ==
+        [("A b.", True), ("C d.", False), ("你好。", True), ("再见。", False)]
+    """
+    result: list[tuple[str, bool]] = []
+    for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
+        first = True
+        for line in paragraph_lines(paragraph):
+            for sentence in _SENTENCE_SPLIT.split(line):
+                sentence = sentence.strip()
+                if sentence:
+                    result.append((sentence, first))
+                    first = False
+    return result
+
+
+def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
+    """Cut a unit longer than the budget at word (or, for CJK/no spaces, character) bounds.
+
+    Example: split_long("a b c d", 2, lambda s: len(s.split())) == ["a b", "c d"]
+    """
+    total = count(text)
+    if total <= max_tokens:
+        return [text]
+    chars_per_token = max(len(text) / max(total, 1), 1.0)
+    step = max(int(max_tokens * chars_per_token * 0.9), 1)
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(start + step, len(text))
+        if end < len(text):
+            space = text.rfind(" ", start + step // 2, end)
+            if space > start:
+                end = space
+        piece = text[start:end].strip()
+        while piece and count(piece) > max_tokens and len(piece) > 1:
+            end = start + max(len(piece) * 3 // 4, 1)
+            piece = text[start:end].strip()
+        if piece:
+            pieces.append(piece)
+        start = max(end, start + 1)
+    return pieces
+
+
+def sentence_units(text: str, max_tokens: int, count: TokenCounter) -> list[Unit]:
+    units: list[Unit] = []
+    for sentence, para_start in split_sentences(text):
+        for i, piece in enumerate(split_long(sentence, max_tokens, count)):
+            units.append(Unit(piece, count(piece), para_start and i == 0))
+    return units
+
+
+def pack_units(units: Sequence[Unit], max_tokens: int, overlap_tokens: int) -> list[str]:
+    """Greedy packing of whole units; each new chunk repeats trailing units up to the overlap.
+
+    Example: pack_units([Unit("a", 1, True)] * 3, 2, 1) == ["a a", "a a"]
+    """
+    chunks: list[str] = []
+    current: list[Unit] = []
+    size = 0
+    fresh = 0  # units in `current` not yet emitted in an earlier chunk
+    for unit in units:
+        if current and size + unit.tokens > max_tokens:
+            chunks.append(_render(current))
+            carried: list[Unit] = []
+            carried_size = 0
+            for prev in reversed(current):
+                if carried_size + prev.tokens > overlap_tokens:
+                    break
+                carried.insert(0, prev)
+                carried_size += prev.tokens
+            if carried_size + unit.tokens > max_tokens:
+                carried, carried_size = [], 0
+            current, size, fresh = carried, carried_size, 0
+        current.append(unit)
+        size += unit.tokens
+        fresh += 1
+    if current and fresh:
+        chunks.append(_render(current))
+    return chunks
+
+
+def _render(units: Iterable[Unit]) -> str:
+    text = ""
+    for unit in units:
+        if text and unit.para_start:
+            text += "\n" + unit.text
+        else:
+            text = join_pieces(text, unit.text)
+    return text
+
+
+def chunk_sections(
+    sections: Sequence[Section],
+    count: TokenCounter,
+    max_tokens: int = 200,
+    overlap_tokens: int = 40,
+) -> list[ChunkDraft]:
+    """Chunk each section on its own, so a chunk never spans two pages or headings.
+
+    Example: chunk_sections([Section("One. Two.", page=3)], lambda s: 1, 5)[0].page == 3
+    """
+    drafts: list[ChunkDraft] = []
+    for section in sections:
+        units = sentence_units(section.text, max_tokens, count)
+        for text in pack_units(units, max_tokens, overlap_tokens):
+            drafts.append(
+                ChunkDraft(text=text, page=section.page, heading=section.heading,
+                           ordinal=len(drafts))
+            )
+    return drafts

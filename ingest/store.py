@@ -1,0 +1,204 @@
+"""SQLAlchemy schema and queries: documents, chunks and metadata (the source of truth)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from kbqa.domain import Chunk, ChunkDraft
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ChunkRow(Base):
+    __tablename__ = "chunks"
+    # AUTOINCREMENT: ids are never reused, so a stale vector can never alias a new chunk.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    ordinal: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heading: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text)
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document row as the rest of kbqa sees it."""
+
+    document_id: int
+    path: str
+    sha256: str
+    kind: str
+    pages: int | None
+    chunk_count: int
+    ingested_at: datetime
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer; a killed writer leaves the last commit intact.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    """All SQL lives here; callers get domain objects back."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: everything inside commits together or not at all."""
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- reads -------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self._sessions() as session:
+            row = session.get(MetaRow, key)
+            return row.value if row else default
+
+    def documents(self) -> list[StoredDocument]:
+        with self._sessions() as session:
+            rows = session.scalars(select(DocumentRow).order_by(DocumentRow.path))
+            return [_to_document(r) for r in rows]
+
+    def document_by_path(self, path: str) -> StoredDocument | None:
+        with self._sessions() as session:
+            row = session.scalar(select(DocumentRow).where(DocumentRow.path == path))
+            return _to_document(row) if row else None
+
+    def counts(self) -> tuple[int, int]:
+        with self._sessions() as session:
+            docs = session.scalar(select(func.count(DocumentRow.id))) or 0
+            chunks = session.scalar(select(func.count(ChunkRow.id))) or 0
+            return int(docs), int(chunks)
+
+    def chunks_by_id(self, ids: Iterable[int]) -> dict[int, Chunk]:
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(ChunkRow, DocumentRow.path)
+                .join(DocumentRow, ChunkRow.document_id == DocumentRow.id)
+                .where(ChunkRow.id.in_(wanted))
+            )
+            return {c.id: _to_chunk(c, path) for c, path in rows}
+
+    # -- writes (inside `transaction()`) ------------------------------------------------
+    @staticmethod
+    def set_meta(session: Session, key: str, value: str) -> None:
+        session.merge(MetaRow(key=key, value=value))
+
+    @staticmethod
+    def remove_document(session: Session, path: str) -> list[int]:
+        """Delete a document and its chunks; returns the chunk ids whose vectors must go."""
+        doc = session.scalar(select(DocumentRow).where(DocumentRow.path == path))
+        if doc is None:
+            return []
+        ids = list(session.scalars(select(ChunkRow.id).where(ChunkRow.document_id == doc.id)))
+        session.execute(delete(ChunkRow).where(ChunkRow.document_id == doc.id))
+        session.delete(doc)
+        session.flush()
+        return ids
+
+    @staticmethod
+    def put_document(
+        session: Session,
+        *,
+        path: str,
+        sha256: str,
+        size: int,
+        kind: str,
+        pages: int | None,
+        drafts: Sequence[ChunkDraft],
+    ) -> list[int]:
+        """Insert a document with its chunks; returns the new chunk ids in draft order."""
+        doc = DocumentRow(path=path, sha256=sha256, size=size, kind=kind, pages=pages,
+                          chunk_count=len(drafts), ingested_at=datetime.now(timezone.utc))
+        session.add(doc)
+        session.flush()
+        rows = [ChunkRow(document_id=doc.id, ordinal=d.ordinal, page=d.page,
+                         heading=d.heading, text=d.text) for d in drafts]
+        session.add_all(rows)
+        session.flush()
+        return [r.id for r in rows]
+
+
+def _to_document(row: DocumentRow) -> StoredDocument:
+    return StoredDocument(document_id=row.id, path=row.path, sha256=row.sha256, kind=row.kind,
+                          pages=row.pages, chunk_count=row.chunk_count,
+                          ingested_at=row.ingested_at)
+
+
+def _to_chunk(row: ChunkRow, path: str) -> Chunk:
+    return Chunk(chunk_id=row.id, source=path, text=row.text, page=row.page,
+                 heading=row.heading, ordinal=row.ordinal, document_id=row.document_id)
