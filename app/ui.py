@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import streamlit as st
-
 import kbqa
+import streamlit as st
 from kbqa.domain import Answer, Citation
 from kbqa.errors import KbqaError
 

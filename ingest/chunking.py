@@ -17,10 +17,12 @@ TokenCounter = Callable[[str], int]
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
 # Latin sentence ends need following whitespace; CJK ends (。！？；) need none.
+_NEXT = r"(?=[\"'“‘(\[]?[A-Z0-9" + _CJK + r"])"
 _SENTENCE_SPLIT = re.compile(
-    r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9" + _CJK + r"])"
-    r"|(?<=[。！？；])[”’」』）)]*"
-    r"|(?<=[!?！？][”’」』）)])"
+    r"(?<=[.!?])\s+" + _NEXT
+    + r"|(?<=[.!?][\"'”’)\]])\s+" + _NEXT
+    + r"|(?<=[。！？；])(?![”’」』）)])\s*"
+    + r"|(?<=[。！？；!?][”’」』）)])\s*"
 )
 _TERMINAL = re.compile(r"[.!?:;。！？；：…”’」』)]\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•·+]|\d{1,3}[.)]|[a-zA-Z][.)])\s+")
@@ -106,19 +108,22 @@ def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
     pieces: list[str] = []
     start = 0
     while start < len(text):
-        end = min(start + step, len(text))
-        if end < len(text):
-            space = text.rfind(" ", start + step // 2, end)
-            if space > start:
-                end = space
+        end = _cut(text, start, min(start + step, len(text)))
+        while end - start > 1 and count(text[start:end].strip()) > max_tokens:
+            end = _cut(text, start, start + max((end - start) * 3 // 4, 1))
         piece = text[start:end].strip()
-        while piece and count(piece) > max_tokens and len(piece) > 1:
-            end = start + max(len(piece) * 3 // 4, 1)
-            piece = text[start:end].strip()
         if piece:
             pieces.append(piece)
-        start = max(end, start + 1)
+        start = end
     return pieces
+
+
+def _cut(text: str, start: int, end: int) -> int:
+    """Move a cut back to the last space before `end` (if any), so words stay whole."""
+    if end >= len(text):
+        return len(text)
+    space = text.rfind(" ", start + 1, end + 1)
+    return space if space > start else max(end, start + 1)
 
 
 def sentence_units(text: str, max_tokens: int, count: TokenCounter) -> list[Unit]:

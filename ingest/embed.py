@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
 from kbqa.errors import ModelMissing
 from kbqa.settings import DEFAULT_EMBEDDER
 

@@ -55,6 +55,8 @@ def _bomless_utf16(data: bytes) -> str | None:
 
 
 def _decode_legacy(data: bytes) -> str:
+    """A detected code page; for Latin-script text, Windows-1252 where it decodes cleanly,
+    because short samples make the Latin code pages indistinguishable to a detector."""
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
@@ -62,7 +64,15 @@ def _decode_legacy(data: bytes) -> str:
         raise IngestError(
             "not valid text in any known encoding (binary?): convert it to UTF-8 and ingest again"
         )
-    return str(best)
+    text = str(best)
+    accented = [c for c in text if c.isalpha() and ord(c) > 0x7F]
+    other_script = [c for c in accented if ord(c) > 0x24F]  # beyond the Latin blocks
+    if len(other_script) > len(accented) // 3:
+        return text  # Chinese, Cyrillic, Greek, ...: trust the detector
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return text
 
 
 def _require_text(text: str) -> str:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from kbqa.domain import ChunkDraft, Failure, IngestReport
 from kbqa.errors import EmbedderMismatch, IngestError
 from kbqa.ingest.chunking import chunk_sections

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kbqa.domain import Chunk, ChunkDraft
 from sqlalchemy import (
     DateTime,
     ForeignKey,
@@ -24,8 +25,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-
-from kbqa.domain import Chunk, ChunkDraft
 
 
 class Base(DeclarativeBase):

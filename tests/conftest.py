@@ -1,0 +1,93 @@
+"""Shared fixtures: a temporary KBQA_HOME, the real packaged embedder and small chat model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import kbqa
+from kbqa.settings import SMALL_CHAT_MODEL_FILE, from_env
+from pdfgen import write_pdf
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MODELS = ROOT / "data" / "models"
+SMALL_MODEL = MODELS / SMALL_CHAT_MODEL_FILE
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test ever writes to the user's data/ knowledge base."""
+    monkeypatch.setenv("KBQA_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from kbqa.ingest.embed import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(threads=os.cpu_count())
+
+
+@pytest.fixture(scope="session")
+def small_generator():
+    from kbqa.llm.model import LlamaCppGenerator
+
+    if not SMALL_MODEL.is_file():
+        pytest.fail(f"{SMALL_MODEL} is missing: run `make setup` (make test does it)")
+    return LlamaCppGenerator(SMALL_MODEL, n_ctx=4096, threads=os.cpu_count() or 2)
+
+
+@pytest.fixture
+def make_kb(tmp_path: Path, embedder, request: pytest.FixtureRequest
+            ) -> Iterator[Callable[..., kbqa.KnowledgeBase]]:
+    """Build knowledge bases in tmp folders that share the session's loaded models."""
+    opened: list[kbqa.KnowledgeBase] = []
+
+    def build(name: str = "kb", generator=None, **settings) -> kbqa.KnowledgeBase:
+        from kbqa.kb import KnowledgeBase
+
+        resolved = from_env(home=tmp_path / name, model=str(SMALL_MODEL), **settings)
+        kb = KnowledgeBase(resolved, embedder=embedder, generator=generator)
+        opened.append(kb)
+        return kb
+
+    yield build
+    for kb in opened:
+        kb.close()
+
+
+FACTS_PAGE_2 = [
+    "Maintenance schedule",
+    "The Zephyr X200 pump must be serviced every 450 operating hours.",
+    "Use the service kit with part number ZK-7731 for each service.",
+]
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    """A folder a user might point kbqa at: txt, md, a two-page PDF and a corrupt PDF."""
+    folder = tmp_path / "docs"
+    (folder / "manuals").mkdir(parents=True)
+    write_pdf(folder / "manuals" / "zephyr-manual.pdf", [
+        ["Zephyr X200 pump", "Operating manual for the Zephyr X200 water pump.",
+         "Read the safety notes before you install the pump."],
+        FACTS_PAGE_2,
+    ])
+    (folder / "harbor.md").write_text(
+        "# Lindqvist harbor\n\nThe harbor lies on the east side of the bay.\n\n"
+        "## Opening hours\n\nThe Lindqvist harbor office opens at 7:15 in the morning "
+        "and closes at 16:40 in the afternoon.\n", encoding="utf-8")
+    (folder / "team.txt").write_text(
+        "Marta Okonkwo leads the Vireo research team. The team is based in Tromsø, "
+        "Norway, and studies sea ice.\n", encoding="utf-8")
+    (folder / "cafe.txt").write_bytes(
+        "Café Rüdiger in Graz serves Sachertorte every Sunday.\n".encode("cp1252"))
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog")
+    return folder

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kbqa.errors import IngestError
+from kbqa.ingest.loaders import decode_text, load, markdown_sections
+from pdfgen import write_pdf
+
+TEXT = "Grüße aus Köln, café Zürich. 你好"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be",
+                                      "utf-32"])
+def test_unicode_encodings(encoding: str) -> None:
+    assert decode_text(TEXT.encode(encoding)) == TEXT
+
+
+def test_legacy_code_pages() -> None:
+    assert decode_text("Grüße aus Köln, café Zürich und Straße".encode("cp1252")) == \
+        "Grüße aus Köln, café Zürich und Straße"
+    chinese = "这是一个用国标编码保存的中文文件，内容是关于知识库的说明。" * 3
+    assert decode_text(chinese.encode("gb18030")) == chinese
+
+
+def test_binary_is_refused() -> None:
+    with pytest.raises(IngestError, match="binary"):
+        decode_text(bytes(range(256)) * 40)
+
+
+def test_markdown_heading_paths() -> None:
+    sections = markdown_sections("# Guide\nintro\n## Install\nsteps\n```\n# not a heading\n```\n"
+                                 "# Other\nend")
+    assert [s.heading for s in sections] == ["Guide", "Guide > Install", "Other"]
+    assert "# not a heading" in sections[1].text
+
+
+def test_pdf_pages_are_numbered(tmp_path: Path) -> None:
+    pdf = write_pdf(tmp_path / "a.pdf", [["first page"], ["second page"]])
+    doc = load(pdf)
+    assert [(s.page, s.text.strip()) for s in doc.sections] == [(1, "first page"),
+                                                                 (2, "second page")]
+    assert doc.pages == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.txt", b"", "empty file"),
+        ("blank.md", b"  \n\t\n", "whitespace only"),
+        ("zero.pdf", b"", "empty file"),
+        ("truncated.pdf", b"%PDF-1.4\n1 0 obj\n<< /Type", "not a readable PDF"),
+        ("random.pdf", bytes(range(256)) * 10, "not a readable PDF"),
+        ("photo.jpg", b"\xff\xd8\xff", "unsupported file type '.jpg'"),
+    ],
+)
+def test_bad_files_give_reasons(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(IngestError, match=reason):
+        load(path)
+
+
+def test_pdf_without_text_layer_is_reported(tmp_path: Path) -> None:
+    pdf = write_pdf(tmp_path / "scan.pdf", [[], []])
+    with pytest.raises(IngestError, match="no text layer"):
+        load(pdf)

@@ -1,0 +1,104 @@
+"""Real SQLite (through SQLAlchemy) and FAISS: ids, deletes, generations, rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kbqa.domain import ChunkDraft
+from kbqa.ingest.index import VectorIndex, generation_path, stale_generation_files
+from kbqa.ingest.pipeline import IngestState, Staged, _commit
+from kbqa.ingest.store import Store
+
+
+class FixedEmbedder:
+    """Deterministic vectors; enough for storage tests, no model needed."""
+
+    name = "fixed"
+    dim = 8
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, hash(text) % self.dim] = 1.0
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def staged(path: str, texts: list[str]) -> Staged:
+    drafts = [ChunkDraft(text=t, ordinal=i) for i, t in enumerate(texts)]
+    vectors = FixedEmbedder().encode(texts)
+    return Staged(path, f"sha-{path}-{len(texts)}", 10, "txt", None, drafts, False, vectors)
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    store = Store(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    state = IngestState(index=VectorIndex(8), generation=0, folder=tmp_path / "vectors")
+    yield store, state, tmp_path
+    store.close()
+
+
+def test_ids_are_shared_by_rows_and_vectors(setup) -> None:
+    store, state, _ = setup
+    _commit(store, state, FixedEmbedder(), [staged("/a.txt", ["one", "two"])], [])
+    chunks = store.chunks_by_id(range(1, 10))
+    assert sorted(chunks) == [1, 2] and len(state.index) == 2
+    assert {c.text for c in chunks.values()} == {"one", "two"}
+    assert store.get_meta("index_generation") == "1"
+    assert generation_path(state.folder, 1).is_file()
+
+
+def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
+    store, state, _ = setup
+    embedder = FixedEmbedder()
+    _commit(store, state, embedder, [staged("/a.txt", ["one", "two"]),
+                                     staged("/b.txt", ["three"])], [])
+    _commit(store, state, embedder, [staged("/a.txt", ["uno"])], [])  # a.txt changed
+    assert len(state.index) == 2
+    _commit(store, state, embedder, [], ["/b.txt"])
+    assert len(state.index) == 1 and store.counts() == (1, 1)
+    # ids are never reused, so an old vector can never point at a new chunk
+    assert list(store.chunks_by_id(range(1, 10))) == [4]
+    # only the current generation file remains
+    assert [p.name for p in state.folder.iterdir()] == ["vectors-00000003.faiss"]
+
+
+def test_failed_commit_changes_nothing(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, state, _ = setup
+    embedder = FixedEmbedder()
+    _commit(store, state, embedder, [staged("/a.txt", ["one"])], [])
+
+    def crash(self, path):  # the disk fills up while the new vectors are written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(VectorIndex, "save", crash)
+    with pytest.raises(OSError):
+        _commit(store, state, embedder, [staged("/b.txt", ["two", "three"])], [])
+    assert store.counts() == (1, 1)
+    assert store.get_meta("index_generation") == "1"
+    assert len(state.index) == 1 and state.generation == 1
+    assert VectorIndex.load(generation_path(state.folder, 1)).search(
+        embedder.encode(["one"])[0], 1)[0][0] == 1
+
+
+def test_stale_generations_are_found(tmp_path: Path) -> None:
+    for gen in (1, 2, 3):
+        generation_path(tmp_path, gen).write_bytes(b"x")
+    (tmp_path / "vectors-00000004.faiss.tmp").write_bytes(b"x")
+    names = sorted(p.name for p in stale_generation_files(tmp_path, keep=2))
+    assert names == ["vectors-00000001.faiss", "vectors-00000003.faiss",
+                     "vectors-00000004.faiss.tmp"]
+
+
+def test_index_save_load_roundtrip(tmp_path: Path) -> None:
+    index = VectorIndex(4)
+    vectors = np.eye(4, dtype=np.float32)
+    index.add([10, 20, 30, 40], vectors)
+    index.save(tmp_path / "v.faiss")
+    loaded = VectorIndex.load(tmp_path / "v.faiss")
+    assert loaded.search(vectors[2], 1) == [(30, pytest.approx(1.0))]
+    assert loaded.remove([10, 99]) == 1 and len(loaded) == 3
