@@ -10,8 +10,12 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kbqa.errors import KbqaError
+
+if TYPE_CHECKING:
+    from kbqa.kb import KnowledgeBase
 
 EPILOG = """examples:
   python -m kbqa ingest docs/               add a folder (again: only changes are embedded)
@@ -98,7 +102,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def _ingest(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _ingest(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     if args.rebuild:
         kb.rebuild()
         print(f"kbqa: cleared the knowledge base at {kb.home}")
@@ -113,7 +117,7 @@ def _ingest(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def
     return 0 if report.ok else 1
 
 
-def _ask(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _ask(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     from kbqa.domain import Answer
 
     final = None
@@ -139,7 +143,7 @@ def _ask(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def _search(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     filters = {}
     for item in args.filter:
         key, _, value = item.partition("=")
@@ -159,7 +163,7 @@ def _search(kb, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def
     return 0
 
 
-def _status(kb) -> int:  # type: ignore[no-untyped-def]
+def _status(kb: KnowledgeBase) -> int:
     stats = kb.stats()
     s = kb.settings
     print(f"knowledge base: {kb.home}")

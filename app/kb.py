@@ -77,7 +77,7 @@ class KnowledgeBase:
                     "`python -m kbqa ingest --rebuild DIR` to rebuild the knowledge base"
                 )
             self._generation = generation
-        return self._index  # type: ignore[return-value]
+        return self._index
 
     # -- the public operations -----------------------------------------------------------
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,

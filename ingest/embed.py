@@ -63,8 +63,11 @@ class SentenceTransformerEmbedder:
             else str(path)
         dimension = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
-        self.dim = int(dimension())
-        self.max_tokens = int(self._model.max_seq_length)
+        dim = dimension()
+        if not dim:
+            raise ModelMissing(f"{path} does not say its embedding size: is it an embedder?")
+        self.dim: int = int(dim)
+        self.max_tokens: int = int(self._model.max_seq_length or 512)
         self.batch_size = batch_size
         self._tokenizer = self._model.tokenizer
 

@@ -39,14 +39,15 @@ class VectorIndex:
     def remove(self, ids: Sequence[int]) -> int:
         if len(ids) == 0:
             return 0
-        return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
+        selector = np.asarray(ids, dtype=np.int64)
+        return int(self._index.remove_ids(selector))  # type: ignore[arg-type]
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         if len(self) == 0 or k <= 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
         scores, ids = self._index.search(query, min(k, len(self)))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader sees the old file or the whole new one, never a part."""

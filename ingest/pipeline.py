@@ -85,7 +85,9 @@ class _Progress:
             bar.close()
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Path], list[Failure]]:
+def discover(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[Path], list[Path], list[Failure]]:
     """Expand folders (recursively, skipping hidden entries) into files, in a stable order."""
     files: list[Path] = []
     roots: list[Path] = []
@@ -239,7 +241,8 @@ def _commit(store: Store, state: IngestState, embedder: Embedder,
                 ids = store.put_document(session, path=item.path, sha256=item.sha256,
                                          size=item.size, kind=item.kind, pages=item.pages,
                                          drafts=item.drafts)
-                assert item.vectors is not None
+                if item.vectors is None:
+                    raise RuntimeError(f"{item.path} reached commit without vectors")
                 state.index.add(ids, item.vectors)
             for path in removals:
                 state.index.remove(store.remove_document(session, path))

@@ -47,7 +47,7 @@ class DocumentRow(Base):
 class ChunkRow(Base):
     __tablename__ = "chunks"
     # AUTOINCREMENT: ids are never reused, so a stale vector can never alias a new chunk.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(

@@ -27,7 +27,12 @@ _MARKER = re.compile(
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[^\W_]+")
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "he", "she", "they", "them", "his", "her", "their", "we", "you", "i", "me", "my", "our", "your", "not", "no", "yes", "do", "does", "did", "done", "has", "have", "had", "can", "could", "would", "should", "will", "shall", "may", "might", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "than", "then", "so", "such", "also", "very", "just", "about", "into", "over", "under", "after", "before", "between", "during", "while", "per", "via", "according", "source", "sources", "document", "documents", "text", "passage", "context", "information", "provided", "mentioned", "states", "stated", "says", "said"]
+    """a an the and or but if of to in on at by for with from as is are was were be been being
+    it its this that these those there here he she they them his her their we you i me my our
+    your not no yes do does did done has have had can could would should will shall may might
+    what which who whom whose when where why how than then so such also very just about into
+    over under after before between during while per via according source sources document
+    documents text passage context information provided mentioned states stated says said""".split()  # noqa: SIM905
 )
 _STOP_BIGRAMS = frozenset({"根据", "资料", "文档", "提到", "来源", "中的", "的是", "这个", "一个"})
 

