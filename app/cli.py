@@ -121,25 +121,28 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     from kbqa.domain import Answer
 
     final = None
+    streamed = ""
     for item in kb.ask_stream(args.question):
         if isinstance(item, Answer):
             final = item
         elif not args.json:
+            streamed += item
             print(item, end="", flush=True)
     if final is None:
         return 1
     if args.json:
         print(json.dumps(asdict(final), ensure_ascii=False, indent=2))
         return 0
-    print("\n")
-    if final.text.strip() and final.citations:
-        print(final.text)
-        print()
+    shown = streamed.strip()
+    if final.text.startswith(shown):
+        print(final.text[len(shown):])  # e.g. the closest sources after a refusal
+    else:
+        print(f"\n\n{final.text}")  # citation numbers were checked and renumbered
+    if final.citations:
+        print("\nSources:")
         for number, cite in enumerate(final.citations, start=1):
             where = f", page {cite.page}" if cite.page else ""
             print(f"[{number}] {cite.source}{where}\n    “{cite.quote}”")
-    else:
-        print(final.text)
     return 0
 
 
