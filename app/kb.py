@@ -16,7 +16,7 @@ from kbqa.ingest.index import VectorIndex, generation_path
 from kbqa.ingest.lock import writer_lock
 from kbqa.ingest.pipeline import IngestState, check_embedder, ingest_paths
 from kbqa.ingest.store import Store, StoredDocument
-from kbqa.llm.answer import answer_stream
+from kbqa.llm.answer import answer_stream, final_answer
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
 from kbqa.retrieval.retriever import Retriever
 from kbqa.settings import Settings, from_env
@@ -127,13 +127,7 @@ class KnowledgeBase:
         yield from answer_stream(question, hits, self.generator, self.settings, history or ())
 
     def ask(self, question: str, *, history: Sequence[Message] | None = None) -> Answer:
-        final = None
-        for item in self.ask_stream(question, history=history):
-            if isinstance(item, Answer):
-                final = item
-        if final is None:
-            raise RuntimeError("ask_stream ended without an Answer")
-        return final
+        return final_answer(self.ask_stream(question, history=history))
 
     # -- inspection ----------------------------------------------------------------------
     def is_empty(self) -> bool:

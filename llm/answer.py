@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from kbqa.domain import Answer, Hit
 from kbqa.llm.citations import check_citations, is_refusal, strip_markers
@@ -94,12 +94,17 @@ def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
                      grounded=False, question=question)
 
 
-def answer(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
-           history: Sequence[Message] = ()) -> Answer:
+def final_answer(stream: Iterable[str | Answer]) -> Answer:
+    """Drain a stream of text pieces and return the Answer that ends it."""
     final: Answer | None = None
-    for item in answer_stream(question, hits, generator, settings, history):
+    for item in stream:
         if isinstance(item, Answer):
             final = item
     if final is None:  # answer_stream always ends with an Answer
-        raise RuntimeError("answer_stream ended without an Answer")
+        raise RuntimeError("the answer stream ended without an Answer")
     return final
+
+
+def answer(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
+           history: Sequence[Message] = ()) -> Answer:
+    return final_answer(answer_stream(question, hits, generator, settings, history))
