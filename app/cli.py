@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 EPILOG = """examples:
   python -m kbqa ingest docs/               add a folder (again: only changes are embedded)
+  python -m kbqa ingest --password s3cret report.pdf    an encrypted PDF
+  python -m kbqa remove docs/old/           forget files or folders (instant, no re-embedding)
   python -m kbqa ask "Where was Iwan Roberts born?"
   python -m kbqa search "warranty period" -k 5
   python -m kbqa serve --port 8501          the browser chat on http://127.0.0.1:8501
@@ -43,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep documents whose files were deleted from an ingested folder")
     ing.add_argument("--rebuild", action="store_true",
                      help="forget everything first (needed after changing KBQA_EMBEDDER)")
+    ing.add_argument("--password", action="append", default=[], metavar="PASSWORD",
+                     help="a password to try on encrypted PDFs; repeatable "
+                          "(or KBQA_PDF_PASSWORDS)")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    rem = sub.add_parser("remove", help="forget files or folders (the files stay on disk)")
+    rem.add_argument("paths", nargs="+", metavar="PATH", help="files or folders as ingested")
 
     ask = sub.add_parser("ask", help="answer a question from the documents, with sources")
     ask.add_argument("question")
@@ -76,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args.host, args.port, args.home)
         from kbqa import open_kb
 
-        kb = open_kb(args.home)
+        passwords = getattr(args, "password", None)
+        kb = open_kb(args.home, **({"pdf_passwords": tuple(passwords)} if passwords else {}))
         if args.command == "ingest":
             return _ingest(kb, args)
+        if args.command == "remove":
+            return _remove(kb, args)
         if args.command == "ask":
             return _ask(kb, args)
         if args.command == "search":
@@ -111,10 +122,23 @@ def _ingest(kb: KnowledgeBase, args: argparse.Namespace) -> int:
         print(f"  failed  {failure.path}: {failure.reason}")
     for path in report.removed:
         print(f"  removed {path} (no longer on disk)")
+    for path, original in report.duplicates:
+        print(f"  same as {original}: {path} (stored once)")
     print(f"kbqa: {report.summary()}")
     docs, chunks = kb.store.counts()
     print(f"kbqa: the knowledge base at {kb.home} holds {docs} documents, {chunks} chunks")
     return 0 if report.ok else 1
+
+
+def _remove(kb: KnowledgeBase, args: argparse.Namespace) -> int:
+    removed = kb.remove(args.paths)
+    for path in removed:
+        print(f"  removed {path}")
+    if not removed:
+        print("kbqa: nothing to remove: no ingested file matches (see `python -m kbqa status`)")
+        return 1
+    print(f"kbqa: removed {len(removed)} files; the files on disk are untouched")
+    return 0
 
 
 def _ask(kb: KnowledgeBase, args: argparse.Namespace) -> int:
@@ -141,7 +165,8 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     if final.citations:
         print("\nSources:")
         for number, cite in enumerate(final.citations, start=1):
-            where = f", page {cite.page}" if cite.page else ""
+            place = cite.location or (f"page {cite.page}" if cite.page else "")
+            where = f", {place}" if place else ""
             print(f"[{number}] {cite.source}{where}\n    “{cite.quote}”")
     return 0
 
@@ -160,7 +185,7 @@ def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     if not hits:
         print("no passages found (is the knowledge base empty? `python -m kbqa status`)")
     for rank, hit in enumerate(hits, start=1):
-        where = f", page {hit.chunk.page}" if hit.chunk.page else ""
+        where = f", {hit.chunk.place}" if hit.chunk.place else ""
         text = " ".join(hit.chunk.text.split())
         print(f"{rank}. {hit.score:.3f}  {hit.chunk.source}{where}\n   {text[:240]}")
     return 0

@@ -8,25 +8,44 @@ from datetime import datetime
 
 @dataclass(frozen=True)
 class Section:
-    """A span of a loaded document that shares one location (a PDF page, a Markdown section)."""
+    """A span of a loaded document that shares one location (a page, a slide, a heading).
+
+    `page` is the page or slide number; `location` says where it is in words ("slide 3",
+    "sheet Sales, rows 2-40") when a page number alone would not. A `table` section holds
+    one row per line, its first line the header, so chunks are cut between rows only.
+    """
 
     text: str
     page: int | None = None
     heading: str = ""
+    location: str = ""
+    table: bool = False
 
 
 @dataclass(frozen=True)
 class Document:
-    """A file as loaded: its sections in reading order."""
+    """A file as loaded: its sections in reading order, and documents it carries (e-mail
+    attachments), each ingested as a document of its own."""
 
     source: str
     sections: tuple[Section, ...]
     kind: str = ""
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def pages(self) -> int | None:
         numbered = [s.page for s in self.sections if s.page is not None]
         return max(numbered) if numbered else None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A document inside another (an e-mail attachment), or why it could not be read."""
+
+    name: str
+    sha256: str
+    document: Document | None = None
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,7 @@ class ChunkDraft:
     page: int | None = None
     heading: str = ""
     ordinal: int = 0
+    location: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,12 @@ class Chunk:
     heading: str = ""
     ordinal: int = 0
     document_id: int = 0
+    location: str = ""
+
+    @property
+    def place(self) -> str:
+        """Where the chunk is, for people: "slide 3", "page 2", or ""."""
+        return self.location or (f"page {self.page}" if self.page else "")
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,7 @@ class Citation:
     quote: str
     chunk_id: int
     score: float
+    location: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +130,7 @@ class IngestReport:
     failed: list[Failure] = field(default_factory=list)
     chunks_added: int = 0
     seconds: float = 0.0
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,10 +138,12 @@ class IngestReport:
         return bool(self.added or self.updated or self.unchanged) or not self.failed
 
     def summary(self) -> str:
+        stored_once = (f" ({len(self.duplicates)} identical to a file already stored, kept once)"
+                       if self.duplicates else "")
         return (
             f"added {len(self.added)}, updated {len(self.updated)}, "
             f"unchanged {len(self.unchanged)}, removed {len(self.removed)}, "
-            f"failed {len(self.failed)}; {self.chunks_added} chunks embedded "
+            f"failed {len(self.failed)}{stored_once}; {self.chunks_added} chunks embedded "
             f"in {self.seconds:.1f} s"
         )
 

@@ -14,7 +14,7 @@ from kbqa.errors import IndexMissing
 from kbqa.ingest.embed import Embedder, SentenceTransformerEmbedder
 from kbqa.ingest.index import VectorIndex, generation_path
 from kbqa.ingest.lock import writer_lock
-from kbqa.ingest.pipeline import IngestState, check_embedder, ingest_paths
+from kbqa.ingest.pipeline import IngestState, check_embedder, ingest_paths, remove_paths
 from kbqa.ingest.store import Store, StoredDocument
 from kbqa.llm.answer import answer_stream, final_answer
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
@@ -92,10 +92,26 @@ class KnowledgeBase:
             try:
                 report = ingest_paths(paths, store=self.store, state=state,
                                       embedder=self.embedder, settings=self.settings,
-                                      progress=progress)
+                                      progress=progress, prune=prune)
             finally:
                 self._index, self._generation = state.index, state.generation
         return report
+
+    def remove(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+               ) -> list[str]:
+        """Forget files or folders (not on disk, only here): rows and vectors go at once,
+        nothing is re-embedded. Returns the files removed."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
+            index = self.index()
+            state = IngestState(index=index, generation=self._generation,
+                                folder=self.vectors_dir)
+            try:
+                return remove_paths([str(p) for p in paths], store=self.store, state=state,
+                                    embedder=self.embedder)
+            finally:
+                self._index, self._generation = state.index, state.generation
 
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""

@@ -48,6 +48,11 @@ class Settings:
     max_file_mb: int = 200
     database_url: str = ""
     lock_timeout_s: float = 600.0
+    # Ingest commits at most this often (each commit rewrites the vector file); a crash
+    # loses at most this much work, and a re-run redoes it.
+    commit_every_s: float = 20.0
+    # Passwords to try on encrypted PDFs, separated by newlines or commas in the variable.
+    pdf_passwords: tuple[str, ...] = ()
 
     @property
     def model_path(self) -> Path:
@@ -81,6 +86,8 @@ _TYPES: dict[str, type] = {
     "max_file_mb": int,
     "database_url": str,
     "lock_timeout_s": float,
+    "commit_every_s": float,
+    "pdf_passwords": tuple,
 }
 _POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens"}
 
@@ -95,6 +102,9 @@ def _coerce(name: str, value: Any) -> Any:
             result: Any = Path(str(value)).expanduser()
         elif kind is str:
             result = str(value)
+        elif kind is tuple:
+            items = value.replace("\n", ",").split(",") if isinstance(value, str) else value
+            result = tuple(str(item) for item in items if str(item))
         else:
             result = kind(value)
     except (TypeError, ValueError):

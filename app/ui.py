@@ -18,7 +18,8 @@ def knowledge_base() -> kbqa.KnowledgeBase:
 
 
 def source_line(number: int, cite: Citation) -> str:
-    where = f", page {cite.page}" if cite.page else ""
+    place = cite.location or (f"page {cite.page}" if cite.page else "")
+    where = f", {place}" if place else ""
     return f"[{number}] {Path(cite.source).name}{where}"
 
 

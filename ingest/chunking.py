@@ -1,4 +1,4 @@
-"""Pure chunking: sections -> token-sized chunks that end at sentence boundaries.
+"""Pure chunking: sections -> token-sized chunks cut at paragraph, sentence or row ends.
 
 Token counts come from a callable (the embedder's tokenizer in production, a word counter in
 unit tests), so the budget matches what the embedder will really see.
@@ -78,20 +78,21 @@ def _ends_line(line: str) -> bool:
 
 
 def split_sentences(text: str) -> list[tuple[str, bool]]:
-    """Sentences in order, each with True where it starts a paragraph.
+    """Sentences in order, each with True where it starts a paragraph or a list item.
 
-    Example: split_sentences("A b. C d.\\n\\n你好。再见。") ==
+    Example: split_sentences("A b. C d.\n\n你好。再见。") ==
         [("A b.", True), ("C d.", False), ("你好。", True), ("再见。", False)]
     """
     result: list[tuple[str, bool]] = []
     for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
         first = True
         for line in paragraph_lines(paragraph):
+            starts = first or bool(_LIST_ITEM.match(line))
             for sentence in _SENTENCE_SPLIT.split(line):
                 sentence = sentence.strip()
                 if sentence:
-                    result.append((sentence, first))
-                    first = False
+                    result.append((sentence, starts))
+                    starts = first = False
     return result
 
 
@@ -135,32 +136,84 @@ def sentence_units(text: str, max_tokens: int, count: TokenCounter) -> list[Unit
 
 
 def pack_units(units: Sequence[Unit], max_tokens: int, overlap_tokens: int) -> list[str]:
-    """Greedy packing of whole units; each new chunk repeats trailing units up to the overlap.
+    """Greedy packing of whole units that prefers to cut between paragraphs.
 
-    Example: pack_units([Unit("a", 1, True)] * 3, 2, 1) == ["a a", "a a"]
+    A chunk that is at least half full ends before a paragraph that would not fit whole.
+    A cut between paragraphs needs no overlap; a cut inside one repeats its trailing
+    sentences up to `overlap_tokens`, so no sentence loses its context.
+
+    Example: pack_units([Unit("a", 1, True)] * 3, 2, 1) == ["a\na", "a"]
     """
+    paragraph_rest = _paragraph_sizes(units)
     chunks: list[str] = []
     current: list[Unit] = []
     size = 0
     fresh = 0  # units in `current` not yet emitted in an earlier chunk
-    for unit in units:
-        if current and size + unit.tokens > max_tokens:
+    for i, unit in enumerate(units):
+        overflow = size + unit.tokens > max_tokens
+        early = (unit.para_start and size >= max_tokens // 2
+                 and size + paragraph_rest[i] > max_tokens)
+        if current and (overflow or early):
             chunks.append(_render(current))
             carried: list[Unit] = []
             carried_size = 0
-            for prev in reversed(current):
-                if carried_size + prev.tokens > overlap_tokens:
-                    break
-                carried.insert(0, prev)
-                carried_size += prev.tokens
-            if carried_size + unit.tokens > max_tokens:
-                carried, carried_size = [], 0
+            if not unit.para_start:
+                for prev in reversed(current):
+                    if carried_size + prev.tokens > overlap_tokens:
+                        break
+                    carried.insert(0, prev)
+                    carried_size += prev.tokens
+                if carried_size + unit.tokens > max_tokens:
+                    carried, carried_size = [], 0
             current, size, fresh = carried, carried_size, 0
         current.append(unit)
         size += unit.tokens
         fresh += 1
     if current and fresh:
         chunks.append(_render(current))
+    return chunks
+
+
+def _paragraph_sizes(units: Sequence[Unit]) -> list[int]:
+    """For each unit, the tokens from it to the end of its paragraph."""
+    sizes = [0] * len(units)
+    running = 0
+    for i in range(len(units) - 1, -1, -1):
+        running += units[i].tokens
+        sizes[i] = running
+        if units[i].para_start:
+            running = 0
+    return sizes
+
+
+def pack_rows(rows: Sequence[str], max_tokens: int, count: TokenCounter) -> list[str]:
+    """Table rows packed whole into chunks; every chunk starts with the header row, so a
+    row never loses the names of its columns.
+
+    Example: pack_rows(["h", "a", "b"], 2, lambda s: 1) == ["h\na", "h\nb"]
+    """
+    if not rows:
+        return []
+    header, body = rows[0], list(rows[1:])
+    if not body:
+        return [header]
+    header_tokens = count(header)
+    if header_tokens > max_tokens // 2:  # a header that big is data, not a label
+        header, header_tokens, body = "", 0, list(rows)
+    budget = max(max_tokens - header_tokens, 1)
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for row in body:
+        for piece in split_long(row, budget, count):
+            tokens = count(piece)
+            if current and size + tokens > budget:
+                chunks.append("\n".join([header, *current] if header else current))
+                current, size = [], 0
+            current.append(piece)
+            size += tokens
+    if current:
+        chunks.append("\n".join([header, *current] if header else current))
     return chunks
 
 
@@ -180,16 +233,22 @@ def chunk_sections(
     max_tokens: int = 200,
     overlap_tokens: int = 40,
 ) -> list[ChunkDraft]:
-    """Chunk each section on its own, so a chunk never spans two pages or headings.
+    """Chunk each section on its own, so a chunk never spans two pages, slides or headings;
+    prose is cut between paragraphs, then sentences; tables between rows.
 
     Example: chunk_sections([Section("One. Two.", page=3)], lambda s: 1, 5)[0].page == 3
     """
     drafts: list[ChunkDraft] = []
     for section in sections:
-        units = sentence_units(section.text, max_tokens, count)
-        for text in pack_units(units, max_tokens, overlap_tokens):
+        if section.table:
+            rows = [line.strip() for line in section.text.split("\n") if line.strip()]
+            texts = pack_rows(rows, max_tokens, count)
+        else:
+            units = sentence_units(section.text, max_tokens, count)
+            texts = pack_units(units, max_tokens, overlap_tokens)
+        for text in texts:
             drafts.append(
                 ChunkDraft(text=text, page=section.page, heading=section.heading,
-                           ordinal=len(drafts))
+                           ordinal=len(drafts), location=section.location)
             )
     return drafts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kbqa.domain import Document, Section
@@ -27,7 +28,13 @@ def decode_text(data: bytes) -> str:
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
-            return data[len(bom) :].decode(encoding, errors="replace")
+            try:
+                return data[len(bom) :].decode(encoding)
+            except UnicodeDecodeError:
+                raise IngestError(
+                    f"invalid text: it starts with a {encoding.upper()} byte-order mark but is "
+                    "not valid in that encoding (damaged or mislabelled); re-save it as UTF-8"
+                ) from None
     guess = _bomless_utf16(data)
     if guess:
         return data.decode(guess, errors="replace")
@@ -75,18 +82,34 @@ def _decode_legacy(data: bytes) -> str:
         return text
 
 
+_RUN_OF_NON_WORDS = re.compile(r"[^\s" + "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                               + r"]{2000,}")
+
+
 def _require_text(text: str) -> str:
+    """Text worth indexing: not blank, and not mostly one endless run without spaces
+    (a base64 blob or a data dump: thousands of useless chunks)."""
     if not text.strip():
         raise IngestError("no text (empty or whitespace only): nothing to index")
+    runs = sum(len(m.group()) for m in _RUN_OF_NON_WORDS.finditer(text))
+    if runs > len(text) // 2:
+        raise IngestError(
+            f"no readable words: {runs:,} of its {len(text):,} characters are runs without any "
+            "space (encoded data?); decode or convert it to text first"
+        )
     return text
 
 
-def load_text(path: Path) -> Document:
+def read_text(path: Path) -> str:
+    """A text file's content with normalised line ends; refuses empty and binary files."""
     data = path.read_bytes()
     if not data:
         raise IngestError("empty file (0 bytes): nothing to index")
-    text = _require_text(decode_text(data).replace("\r\n", "\n").replace("\r", "\n"))
-    return Document(source=str(path), sections=(Section(text=text),), kind="txt")
+    return _require_text(decode_text(data).replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def load_text(path: Path) -> Document:
+    return Document(source=str(path), sections=(Section(text=read_text(path)),), kind="txt")
 
 
 _ATX_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -122,62 +145,102 @@ def markdown_sections(text: str) -> list[Section]:
 
 
 def load_markdown(path: Path) -> Document:
-    data = path.read_bytes()
-    if not data:
-        raise IngestError("empty file (0 bytes): nothing to index")
-    text = _require_text(decode_text(data).replace("\r\n", "\n").replace("\r", "\n"))
-    return Document(source=str(path), sections=tuple(markdown_sections(text)), kind="md")
+    return Document(source=str(path), sections=tuple(markdown_sections(read_text(path))),
+                    kind="md")
 
 
-def load_pdf(path: Path) -> Document:
-    """Text per page through pypdf; pages keep their 1-based numbers."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
-    if path.stat().st_size == 0:
-        raise IngestError("empty file (0 bytes): nothing to index")
+
+def refuse_encrypted_office(path: Path) -> None:
+    """A password-protected .docx/.xlsx/.pptx is an OLE container, not a zip: say so."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head != _OLE_MAGIC:
+        return
+    import olefile
+
     try:
-        reader = PdfReader(path)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise IngestError(
-                "encrypted PDF: save a copy without the password, then ingest that copy"
-            )
-        pages = list(reader.pages)
-    except IngestError:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise IngestError(
-            f"not a readable PDF (corrupt or truncated: {exc}); re-export or repair it"
-        ) from None
-    except Exception as exc:  # pypdf raises many kinds on damaged files
-        if "crypt" in str(exc).lower() or "AES" in str(exc):
-            raise IngestError(
-                "encrypted PDF: save a copy without the password, then ingest that copy"
-            ) from None
-        raise IngestError(
-            f"not a readable PDF ({type(exc).__name__}: {exc}); re-export or repair it"
-        ) from None
-    sections = []
-    for number, page in enumerate(pages, start=1):
-        try:
-            text = page.extract_text() or ""
-        except Exception:  # one damaged page must not cost the rest of the file
-            continue
-        if text.strip():
-            sections.append(Section(text=text, page=number))
-    if not sections:
-        raise IngestError(
-            "no text layer (scanned?): run OCR on it (e.g. ocrmypdf) and ingest the result"
-        )
-    return Document(source=str(path), sections=tuple(sections), kind="pdf")
+        with olefile.OleFileIO(str(path)) as ole:
+            encrypted = ole.exists("EncryptedPackage")
+    except Exception:
+        encrypted = False
+    if encrypted:
+        raise IngestError("encrypted (password-protected): open it in its program and save a "
+                          "copy without the password, then ingest that copy")
+    raise IngestError(f"an old binary Office file under a {path.suffix} name: save it again "
+                      f"as {path.suffix} in its program")
 
 
-LOADERS: dict[str, Callable[[Path], Document]] = {
-    ".txt": load_text,
-    ".text": load_text,
-    ".md": load_markdown,
-    ".markdown": load_markdown,
-    ".pdf": load_pdf,
+@dataclass(frozen=True)
+class LoadOptions:
+    """What loaders need beyond the path: passwords to try on encrypted PDFs."""
+
+    passwords: tuple[str, ...] = ()
+
+
+Loader = Callable[[Path, LoadOptions], Document]
+
+
+def _pdf(path: Path, options: LoadOptions) -> Document:
+    from kbqa.ingest.pdf import load_pdf
+
+    return load_pdf(path, options.passwords)
+
+
+def _office(path: Path, options: LoadOptions) -> Document:
+    from kbqa.ingest.structured import load_structured
+
+    if path.suffix.lower() in (".docx", ".pptx"):
+        refuse_encrypted_office(path)
+    return load_structured(path)
+
+
+def _legacy_office(path: Path, options: LoadOptions) -> Document:
+    from kbqa.ingest.legacy import load_legacy
+    from kbqa.ingest.structured import has_libreoffice, load_structured
+
+    return load_structured(path) if has_libreoffice() else load_legacy(path)
+
+
+def _sheet(path: Path, options: LoadOptions) -> Document:
+    from kbqa.ingest.tables import load_delimited, load_xls, load_xlsx
+
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        return load_xlsx(path)
+    if suffix == ".xls":
+        return load_xls(path)
+    return load_delimited(path)
+
+
+def _mail(path: Path, options: LoadOptions) -> Document:
+    from kbqa.ingest.mail import load_eml, load_msg
+
+    def nested(inner: Path) -> Document:
+        return load(inner, options)
+
+    return load_msg(path, nested) if path.suffix.lower() == ".msg" else load_eml(path, nested)
+
+
+def _plain(loader: Callable[[Path], Document]) -> Loader:
+    return lambda path, _options: loader(path)
+
+
+LOADERS: dict[str, Loader] = {
+    ".txt": _plain(load_text),
+    ".text": _plain(load_text),
+    ".log": _plain(load_text),
+    ".md": _plain(load_markdown),
+    ".markdown": _plain(load_markdown),
+    ".pdf": _pdf,
+    **{suffix: _office for suffix in (".docx", ".pptx", ".odt", ".epub", ".rtf", ".html",
+                                      ".htm", ".xhtml", ".xml")},
+    ".doc": _legacy_office,
+    ".ppt": _legacy_office,
+    **{suffix: _sheet for suffix in (".csv", ".tsv", ".tab", ".xlsx", ".xlsm", ".xls")},
+    ".eml": _mail,
+    ".msg": _mail,
 }
 
 
@@ -185,7 +248,7 @@ def supported_suffixes() -> list[str]:
     return sorted(LOADERS)
 
 
-def load(path: Path) -> Document:
+def load(path: Path, options: LoadOptions | None = None) -> Document:
     """Load one file by its suffix; raises IngestError naming the reason."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
@@ -194,10 +257,12 @@ def load(path: Path) -> Document:
             f"kbqa reads {', '.join(supported_suffixes())}"
         )
     try:
-        return loader(path)
+        return loader(path, options or LoadOptions())
     except IngestError:
         raise
     except MemoryError:
         raise IngestError("too large to load in memory: split the file") from None
+    except RecursionError:
+        raise IngestError("nested too deeply to parse: re-save it in its program") from None
     except OSError as exc:
         raise IngestError(f"cannot read the file ({exc.strerror or exc})") from None

@@ -1,7 +1,9 @@
 """ingest(paths) -> IngestReport: find files, skip unchanged, load, chunk, embed, commit.
 
-Work is committed in batches, each as one unit (SQLite rows + a new FAISS generation), so a
-crash loses at most the batch in flight and a re-run picks up where it stopped.
+Chunks are embedded in batches and committed every `commit_every_s` seconds, each commit one
+unit (SQLite rows + a new FAISS generation), so a crash loses at most the work since the last
+commit and a re-run picks up where it stopped. Identical content under a second path is
+stored once; a file's attachments are documents of their own, replaced and removed with it.
 """
 
 from __future__ import annotations
@@ -13,32 +15,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from kbqa.domain import ChunkDraft, Failure, IngestReport
+from kbqa.domain import ChunkDraft, Document, Failure, IngestReport
 from kbqa.errors import EmbedderMismatch, IngestError
 from kbqa.ingest.chunking import chunk_sections
 from kbqa.ingest.embed import Embedder
 from kbqa.ingest.index import VectorIndex, generation_path, stale_generation_files
-from kbqa.ingest.loaders import load
+from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.store import Store, file_sha256
 from kbqa.settings import Settings
+from sqlalchemy.orm import Session
 
 BATCH_CHUNKS = 512
 BATCH_FILES = 256
-ENCODE_STEP = 64
+
+
+@dataclass
+class StagedDocument:
+    """One document of a staged file: its chunks, or the content it shares with another."""
+
+    path: str
+    content_sha: str
+    kind: str
+    pages: int | None
+    drafts: list[ChunkDraft]
+    alias: bool = False  # identical to a stored document: no chunks of its own
+    vectors: np.ndarray | None = None
 
 
 @dataclass
 class Staged:
-    """A loaded, chunked file waiting for its vectors and its commit."""
+    """A loaded, chunked file (and its attachments) waiting for vectors and its commit."""
 
-    path: str
+    file: str
     sha256: str
     size: int
-    kind: str
-    pages: int | None
-    drafts: list[ChunkDraft]
     is_update: bool
-    vectors: np.ndarray | None = None
+    documents: list[StagedDocument]
+
+    @property
+    def drafts(self) -> list[ChunkDraft]:
+        return [d for doc in self.documents for d in doc.drafts]
 
 
 @dataclass
@@ -146,10 +162,15 @@ def ingest_paths(
 
     files, roots, failed = discover(paths)
     report = IngestReport(failed=failed)
-    known = {d.path: d for d in store.documents()}
+    stored = store.documents()
+    known_files = {d.file: d.sha256 for d in stored}
+    holders = {d.content_sha: d.file for d in stored if d.same_as is None}
+    options = LoadOptions(passwords=settings.pdf_passwords)
     bar = _Progress(progress)
     bar.start(len(files))
+    embedded: list[Staged] = []
     pending: list[Staged] = []
+    last_commit = time.monotonic()
     limit = settings.max_file_mb * 2**20
     try:
         for path in files:
@@ -162,18 +183,18 @@ def ingest_paths(
                         "split it, or raise KBQA_MAX_FILE_MB"
                     )
                 sha = file_sha256(path)
-                previous = known.get(name)
-                if previous is not None and previous.sha256 == sha:
+                if known_files.get(name) == sha:
                     report.unchanged.append(name)
                     continue
-                document = load(path)
-                drafts = chunk_sections(document.sections, embedder.count_tokens,
-                                        settings.chunk_tokens, settings.chunk_overlap)
-                if not drafts:
-                    raise IngestError("no text to index after chunking")
-                pending.append(Staged(name, sha, size, document.kind, document.pages, drafts,
-                                      is_update=previous is not None))
-                bar.chunks_planned(len(drafts))
+                is_update = name in known_files
+                if is_update:  # its old content no longer counts as a copy to share
+                    holders = {c: f for c, f in holders.items() if f != name}
+                staged = _stage(path, sha, size, is_update, holders, embedder, settings,
+                                options, report)
+                for doc in staged.documents:
+                    holders.setdefault(doc.content_sha, name)
+                pending.append(staged)
+                bar.chunks_planned(len(staged.drafts))
             except IngestError as exc:
                 report.failed.append(Failure(name, str(exc)))
             except Exception as exc:  # a loader bug must cost one file, not the run
@@ -183,15 +204,19 @@ def ingest_paths(
                 bar.file_done(path.name)
             if (sum(len(s.drafts) for s in pending) >= BATCH_CHUNKS
                     or len(pending) >= BATCH_FILES):
-                _embed_and_commit(pending, store, state, embedder, bar, report)
+                _embed(pending, embedder, bar, report)
+                embedded.extend(pending)
                 pending = []
-        if pending:
-            _embed_and_commit(pending, store, state, embedder, bar, report)
+                if time.monotonic() - last_commit >= settings.commit_every_s:
+                    _commit_staged(embedded, store, state, embedder, report)
+                    embedded, last_commit = [], time.monotonic()
+        _embed(pending, embedder, bar, report)
+        embedded.extend(pending)
         seen = {str(p) for p in files}
-        gone = [d for d in known if prune and d not in seen and _under_any(d, roots)
-                and not Path(d).exists()]
-        if gone:
-            _commit(store, state, embedder, [], gone)
+        gone = sorted(f for f in known_files if prune and f not in seen
+                      and _under_any(f, roots) and not Path(f).exists())
+        if embedded or gone:
+            _commit_staged(embedded, store, state, embedder, report, removals=gone)
             report.removed.extend(gone)
     finally:
         bar.close()
@@ -199,6 +224,57 @@ def ingest_paths(
         for failure in report.failed:
             log(f"failed: {failure.path}: {failure.reason}")
     return _finish(report, started)
+
+
+def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, str],
+           embedder: Embedder, settings: Settings, options: LoadOptions,
+           report: IngestReport) -> Staged:
+    """Load and chunk a file, unless identical content is stored already (then it only
+    records the new path); attachments become documents of their own."""
+    name = str(path)
+    kind = path.suffix.lower().lstrip(".")
+    if sha in holders and holders[sha] != name:
+        report.duplicates.append((name, holders[sha]))
+        return Staged(name, sha, size, is_update,
+                      [StagedDocument(name, sha, kind, None, [], alias=True)])
+    document = load(path, options)
+    documents = [StagedDocument(name, sha, document.kind, document.pages,
+                                _chunk(document, embedder, settings))]
+    for attachment in document.attachments:
+        if attachment.document is None:
+            report.failed.append(Failure(attachment.name, attachment.error))
+        elif attachment.sha256 in holders:
+            report.duplicates.append((attachment.name, holders[attachment.sha256]))
+            documents.append(StagedDocument(attachment.name, attachment.sha256,
+                                            attachment.document.kind, None, [], alias=True))
+        else:
+            drafts = _chunk(attachment.document, embedder, settings)
+            if drafts:
+                documents.append(StagedDocument(attachment.name, attachment.sha256,
+                                                attachment.document.kind,
+                                                attachment.document.pages, drafts))
+    if not documents[0].drafts:
+        raise IngestError("no text to index after chunking")
+    return Staged(name, sha, size, is_update, documents)
+
+
+def _chunk(document: Document, embedder: Embedder, settings: Settings) -> list[ChunkDraft]:
+    return chunk_sections(document.sections, embedder.count_tokens, settings.chunk_tokens,
+                          settings.chunk_overlap)
+
+
+def remove_paths(paths: Sequence[str], *, store: Store, state: IngestState,
+                 embedder: Embedder) -> list[str]:
+    """Forget files (or folders of files) without touching the disk; no re-embedding."""
+    stored = {d.file for d in store.documents()}
+    wanted: list[str] = []
+    for raw in paths:
+        resolved = str(Path(raw).expanduser().resolve())
+        wanted.extend(f for f in stored if f == resolved or f.startswith(resolved + os.sep))
+    wanted = sorted(set(wanted))
+    if wanted:
+        _commit(store, state, embedder, [], wanted)
+    return wanted
 
 
 def _finish(report: IngestReport, started: float) -> IngestReport:
@@ -210,22 +286,27 @@ def _under_any(path: str, roots: Sequence[Path]) -> bool:
     return any(path.startswith(str(root) + os.sep) for root in roots)
 
 
-def _embed_and_commit(pending: list[Staged], store: Store, state: IngestState,
-                      embedder: Embedder, bar: _Progress, report: IngestReport) -> None:
-    texts = [embedding_text(d) for s in pending for d in s.drafts]
-    parts = []
-    for start in range(0, len(texts), ENCODE_STEP):
-        parts.append(embedder.encode(texts[start:start + ENCODE_STEP]))
-        bar.chunks_done(min(ENCODE_STEP, len(texts) - start))
-    vectors = np.vstack(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+def _embed(pending: list[Staged], embedder: Embedder, bar: _Progress,
+           report: IngestReport) -> None:
+    """Vectors for every new chunk, in one encode call so the model batches by length."""
+    documents = [d for s in pending for d in s.documents if d.drafts]
+    texts = [embedding_text(d) for doc in documents for d in doc.drafts]
+    if not texts:
+        return
+    vectors = embedder.encode(texts)
+    bar.chunks_done(len(texts))
     offset = 0
-    for staged in pending:
-        staged.vectors = vectors[offset:offset + len(staged.drafts)]
-        offset += len(staged.drafts)
-    _commit(store, state, embedder, pending, [])
-    for staged in pending:
-        (report.updated if staged.is_update else report.added).append(staged.path)
+    for doc in documents:
+        doc.vectors = vectors[offset:offset + len(doc.drafts)]
+        offset += len(doc.drafts)
     object.__setattr__(report, "chunks_added", report.chunks_added + len(texts))
+
+
+def _commit_staged(staged: list[Staged], store: Store, state: IngestState, embedder: Embedder,
+                   report: IngestReport, removals: Sequence[str] = ()) -> None:
+    _commit(store, state, embedder, staged, removals)
+    for item in staged:
+        (report.updated if item.is_update else report.added).append(item.file)
 
 
 def _commit(store: Store, state: IngestState, embedder: Embedder,
@@ -237,15 +318,11 @@ def _commit(store: Store, state: IngestState, embedder: Embedder,
     try:
         with store.transaction() as session:
             for item in staged:
-                state.index.remove(store.remove_document(session, item.path))
-                ids = store.put_document(session, path=item.path, sha256=item.sha256,
-                                         size=item.size, kind=item.kind, pages=item.pages,
-                                         drafts=item.drafts)
-                if item.vectors is None:
-                    raise RuntimeError(f"{item.path} reached commit without vectors")
-                state.index.add(ids, item.vectors)
-            for path in removals:
-                state.index.remove(store.remove_document(session, path))
+                state.index.remove(store.remove_file(session, item.file))
+                for doc in item.documents:
+                    _put(store, session, state, item, doc)
+            for file in removals:
+                state.index.remove(store.remove_file(session, file))
             store.set_meta(session, "index_generation", str(new_generation))
             store.set_meta(session, "embedder", embedder.name)
             store.set_meta(session, "embedding_dim", str(embedder.dim))
@@ -258,3 +335,19 @@ def _commit(store: Store, state: IngestState, embedder: Embedder,
         raise
     state.generation = new_generation
     old_path.unlink(missing_ok=True)
+
+
+def _put(store: Store, session: Session, state: IngestState, item: Staged,
+         doc: StagedDocument) -> None:
+    holder = store.holder_of(session, doc.content_sha) if doc.alias else None
+    if doc.alias and holder is None:
+        raise RuntimeError(f"{doc.path}: its identical copy vanished during the ingest; "
+                           "run the ingest again")
+    ids = store.put_document(session, path=doc.path, file=item.file, sha256=item.sha256,
+                             content_sha=doc.content_sha, size=item.size, kind=doc.kind,
+                             pages=holder.pages if holder else doc.pages, drafts=doc.drafts,
+                             same_as=holder.id if holder else None)
+    if doc.drafts:
+        if doc.vectors is None:
+            raise RuntimeError(f"{doc.path} reached commit without vectors")
+        state.index.add(ids, doc.vectors)

@@ -21,7 +21,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -35,8 +37,15 @@ class DocumentRow(Base):
     __tablename__ = "documents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # `path` is what citations show ("mail.eml › report.pdf" for an attachment); `file` is
+    # the file on disk it came from, whose hash `sha256` decides "unchanged".
     path: Mapped[str] = mapped_column(Text, unique=True)
+    file: Mapped[str] = mapped_column(Text, index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # The document's own bytes: two paths with the same content share one set of chunks,
+    # held by the first; the others point at it with `same_as`.
+    content_sha: Mapped[str] = mapped_column(String(64), index=True)
+    same_as: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     size: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -56,6 +65,7 @@ class ChunkRow(Base):
     ordinal: Mapped[int] = mapped_column(Integer)
     page: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heading: Mapped[str] = mapped_column(Text, default="")
+    location: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text)
 
 
@@ -77,6 +87,9 @@ class StoredDocument:
     pages: int | None
     chunk_count: int
     ingested_at: datetime
+    file: str = ""
+    content_sha: str = ""
+    same_as: int | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -107,6 +120,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -158,46 +172,109 @@ class Store:
         session.merge(MetaRow(key=key, value=value))
 
     @staticmethod
+    def remove_file(session: Session, file: str) -> list[int]:
+        """Delete every document that came from `file`; returns the chunk ids whose vectors
+        must go (chunks an identical copy still needs are handed to it instead)."""
+        docs = session.scalars(select(DocumentRow).where(DocumentRow.file == file)).all()
+        ids: list[int] = []
+        for doc in docs:
+            ids.extend(Store._release(session, doc))
+            session.delete(doc)
+        session.flush()
+        return ids
+
+    @staticmethod
     def remove_document(session: Session, path: str) -> list[int]:
-        """Delete a document and its chunks; returns the chunk ids whose vectors must go."""
+        """Delete one document (by its cited path); returns the vector ids to drop."""
         doc = session.scalar(select(DocumentRow).where(DocumentRow.path == path))
         if doc is None:
             return []
-        ids = list(session.scalars(select(ChunkRow.id).where(ChunkRow.document_id == doc.id)))
-        session.execute(delete(ChunkRow).where(ChunkRow.document_id == doc.id))
+        ids = Store._release(session, doc)
         session.delete(doc)
         session.flush()
         return ids
+
+    @staticmethod
+    def _release(session: Session, doc: DocumentRow) -> list[int]:
+        if doc.same_as is not None:
+            return []
+        heirs = session.scalars(select(DocumentRow).where(DocumentRow.same_as == doc.id)
+                                .order_by(DocumentRow.id)).all()
+        if heirs:  # an identical copy stays: it takes over the chunks, no re-embedding
+            heir = heirs[0]
+            session.execute(update(ChunkRow).where(ChunkRow.document_id == doc.id)
+                            .values(document_id=heir.id))
+            heir.same_as, heir.chunk_count, heir.pages = None, doc.chunk_count, doc.pages
+            for other in heirs[1:]:
+                other.same_as = heir.id
+            session.flush()
+            return []
+        ids = list(session.scalars(select(ChunkRow.id).where(ChunkRow.document_id == doc.id)))
+        session.execute(delete(ChunkRow).where(ChunkRow.document_id == doc.id))
+        return ids
+
+    @staticmethod
+    def holder_of(session: Session, content_sha: str) -> DocumentRow | None:
+        """The document that holds the chunks for this content, if any."""
+        return session.scalar(select(DocumentRow).where(DocumentRow.content_sha == content_sha,
+                                                        DocumentRow.same_as.is_(None))
+                              .order_by(DocumentRow.id).limit(1))
 
     @staticmethod
     def put_document(
         session: Session,
         *,
         path: str,
+        file: str,
         sha256: str,
+        content_sha: str,
         size: int,
         kind: str,
         pages: int | None,
         drafts: Sequence[ChunkDraft],
+        same_as: int | None = None,
     ) -> list[int]:
         """Insert a document with its chunks; returns the new chunk ids in draft order."""
-        doc = DocumentRow(path=path, sha256=sha256, size=size, kind=kind, pages=pages,
+        doc = DocumentRow(path=path, file=file, sha256=sha256, content_sha=content_sha,
+                          same_as=same_as, size=size, kind=kind, pages=pages,
                           chunk_count=len(drafts), ingested_at=datetime.now(timezone.utc))
         session.add(doc)
         session.flush()
         rows = [ChunkRow(document_id=doc.id, ordinal=d.ordinal, page=d.page,
-                         heading=d.heading, text=d.text) for d in drafts]
+                         heading=d.heading, location=d.location, text=d.text) for d in drafts]
         session.add_all(rows)
         session.flush()
         return [r.id for r in rows]
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Knowledge bases made by an older kbqa gain the new columns in place."""
+    inspector = inspect(engine)
+    added = {
+        "documents": [("file", "TEXT"), ("content_sha", "VARCHAR(64)"),
+                      ("same_as", "INTEGER")],
+        "chunks": [("location", "TEXT DEFAULT ''")],
+    }
+    with engine.begin() as connection:
+        for table, columns in added.items():
+            present = {c["name"] for c in inspector.get_columns(table)}
+            for name, sql_type in columns:
+                if name not in present:
+                    connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+        connection.exec_driver_sql(
+            "UPDATE documents SET file = path WHERE file IS NULL")
+        connection.exec_driver_sql(
+            "UPDATE documents SET content_sha = sha256 WHERE content_sha IS NULL")
+
+
 def _to_document(row: DocumentRow) -> StoredDocument:
     return StoredDocument(document_id=row.id, path=row.path, sha256=row.sha256, kind=row.kind,
                           pages=row.pages, chunk_count=row.chunk_count,
-                          ingested_at=row.ingested_at)
+                          ingested_at=row.ingested_at, file=row.file,
+                          content_sha=row.content_sha, same_as=row.same_as)
 
 
 def _to_chunk(row: ChunkRow, path: str) -> Chunk:
     return Chunk(chunk_id=row.id, source=path, text=row.text, page=row.page,
-                 heading=row.heading, ordinal=row.ordinal, document_id=row.document_id)
+                 heading=row.heading, ordinal=row.ordinal, document_id=row.document_id,
+                 location=row.location or "")

@@ -160,7 +160,8 @@ def check_citations(answer: str, question: str, sources: Sequence[Hit]) -> Check
     citations = [
         Citation(source=sources[n - 1].chunk.source, page=sources[n - 1].chunk.page,
                  quote=best_quote(sources[n - 1].chunk.text, answer, question),
-                 chunk_id=sources[n - 1].chunk.chunk_id, score=sources[n - 1].score)
+                 chunk_id=sources[n - 1].chunk.chunk_id, score=sources[n - 1].score,
+                 location=sources[n - 1].chunk.location)
         for n in keep
     ]
     supported = bool(keep) and max(scores[n - 1] for n in keep) >= GROUNDED_SUPPORT

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from kbqa.domain import ChunkDraft
 from kbqa.ingest.index import VectorIndex, generation_path, stale_generation_files
-from kbqa.ingest.pipeline import IngestState, Staged, _commit
+from kbqa.ingest.pipeline import IngestState, Staged, StagedDocument, _commit
 from kbqa.ingest.store import Store
 
 
@@ -28,10 +28,18 @@ class FixedEmbedder:
         return len(text.split())
 
 
-def staged(path: str, texts: list[str]) -> Staged:
+def staged(path: str, texts: list[str], content: str | None = None) -> Staged:
     drafts = [ChunkDraft(text=t, ordinal=i) for i, t in enumerate(texts)]
     vectors = FixedEmbedder().encode(texts)
-    return Staged(path, f"sha-{path}-{len(texts)}", 10, "txt", None, drafts, False, vectors)
+    sha = content or f"sha-{path}-{len(texts)}"
+    return Staged(path, sha, 10, False,
+                  [StagedDocument(path, sha, "txt", None, drafts, vectors=vectors)])
+
+
+def copy_of(path: str, content: str) -> Staged:
+    """A second path with content already stored: no chunks, no vectors."""
+    return Staged(path, content, 10, False,
+                  [StagedDocument(path, content, "txt", None, [], alias=True)])
 
 
 @pytest.fixture
@@ -102,3 +110,28 @@ def test_index_save_load_roundtrip(tmp_path: Path) -> None:
     loaded = VectorIndex.load(tmp_path / "v.faiss")
     assert loaded.search(vectors[2], 1) == [(30, pytest.approx(1.0))]
     assert loaded.remove([10, 99]) == 1 and len(loaded) == 3
+
+
+def test_identical_copies_share_chunks_and_survive_either_deletion(setup) -> None:
+    store, state, _ = setup
+    embedder = FixedEmbedder()
+    _commit(store, state, embedder, [staged("/a.txt", ["one", "two"], "same")], [])
+    _commit(store, state, embedder, [copy_of("/copy/a.txt", "same")], [])
+    assert store.counts() == (2, 2) and len(state.index) == 2  # stored once
+    _commit(store, state, embedder, [], ["/a.txt"])  # the original goes: the copy inherits
+    assert store.counts() == (1, 2) and len(state.index) == 2
+    chunks = store.chunks_by_id(range(1, 10))
+    assert {c.source for c in chunks.values()} == {"/copy/a.txt"}
+    _commit(store, state, embedder, [], ["/copy/a.txt"])
+    assert store.counts() == (0, 0) and len(state.index) == 0
+
+
+def test_changing_the_original_keeps_the_copy_on_the_old_text(setup) -> None:
+    store, state, _ = setup
+    embedder = FixedEmbedder()
+    _commit(store, state, embedder, [staged("/a.txt", ["old text"], "v1"),
+                                     copy_of("/b.txt", "v1")], [])
+    _commit(store, state, embedder, [staged("/a.txt", ["new text"], "v2")], [])
+    by_source = {c.source: c.text for c in store.chunks_by_id(range(1, 10)).values()}
+    assert by_source == {"/a.txt": "new text", "/b.txt": "old text"}
+    assert len(state.index) == 2
