@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench lint clean llama-wheel
+.PHONY: help setup run test ingest ask bench bench-ingest lint clean llama-wheel
 
 help: ## show this help
 	@echo "kbqa: private question answering over your own documents"
@@ -59,6 +59,9 @@ ingest: setup ## add documents: make ingest DIR=path/to/docs
 
 bench: setup ## print ingest speed and answer latency tables
 	$(BIN)/python bench/speed.py
+
+bench-ingest: setup ## SciFact ingest vs the embedder's floor, re-ingest, RSS, per-format table
+	$(BIN)/python bench/ingest.py $(ARGS)
 
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check app ingest retrieval llm tests bench

@@ -8,8 +8,9 @@ import kbqa
 import streamlit as st
 from kbqa.domain import Answer, Citation
 from kbqa.errors import KbqaError
+from kbqa.ingest.loaders import supported_suffixes
 
-ACCEPTED = ["pdf", "txt", "md", "markdown", "text"]
+ACCEPTED = [suffix.lstrip(".") for suffix in supported_suffixes()]
 
 
 @st.cache_resource(show_spinner="Loading the knowledge base…")
@@ -42,7 +43,8 @@ def show_answer(answer: Answer) -> None:
 
 
 def upload_box(kb: kbqa.KnowledgeBase, key: str) -> None:
-    files = st.file_uploader("Add documents (PDF, TXT, Markdown)", type=ACCEPTED,
+    files = st.file_uploader("Add documents (PDF, Word, PowerPoint, Excel, e-mail, web, text)",
+                             type=ACCEPTED,
                              accept_multiple_files=True, key=key)
     if files and st.button("Ingest", key=f"{key}-go", type="primary"):
         folder = kb.home / "uploads"

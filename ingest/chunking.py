@@ -78,7 +78,8 @@ def _ends_line(line: str) -> bool:
 
 
 def split_sentences(text: str) -> list[tuple[str, bool]]:
-    """Sentences in order, each with True where it starts a paragraph or a list item.
+    """Sentences in order, each with True where it starts a paragraph (list items stay
+    inside theirs: a reference list cut item by item floods retrieval with tiny chunks).
 
     Example: split_sentences("A b. C d.\n\n你好。再见。") ==
         [("A b.", True), ("C d.", False), ("你好。", True), ("再见。", False)]
@@ -87,12 +88,11 @@ def split_sentences(text: str) -> list[tuple[str, bool]]:
     for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
         first = True
         for line in paragraph_lines(paragraph):
-            starts = first or bool(_LIST_ITEM.match(line))
             for sentence in _SENTENCE_SPLIT.split(line):
                 sentence = sentence.strip()
                 if sentence:
-                    result.append((sentence, starts))
-                    starts = first = False
+                    result.append((sentence, first))
+                    first = False
     return result
 
 

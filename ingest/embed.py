@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,7 +71,11 @@ class SentenceTransformerEmbedder:
         self.dim: int = int(dim)
         self.max_tokens: int = int(self._model.max_seq_length or 512)
         self.batch_size = batch_size
-        self._tokenizer = self._model.tokenizer
+        # Chunking counts tokens in the ingest's staging thread while encode() tokenizes in
+        # the main one; a Rust tokenizer used from two threads at once fails ("Already
+        # borrowed"), so counting gets its own copy, behind its own lock.
+        self._tokenizer = copy.deepcopy(self._model.tokenizer)
+        self._count_lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -81,6 +87,7 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
-        ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
-                              verbose=False)["input_ids"]
+        with self._count_lock:
+            ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
+                                  verbose=False)["input_ids"]
         return len(ids)

@@ -8,9 +8,12 @@ stored once; a file's attachments are documents of their own, replaced and remov
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,36 +175,45 @@ def ingest_paths(
     pending: list[Staged] = []
     last_commit = time.monotonic()
     limit = settings.max_file_mb * 2**20
+
+    def stage(path: Path) -> Staged | None:
+        """Hash, load and chunk one file; None when unchanged or failed (recorded)."""
+        nonlocal holders
+        name = str(path)
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise IngestError(
+                    f"too large ({size / 2**20:.0f} MiB > {settings.max_file_mb} MiB): "
+                    "split it, or raise KBQA_MAX_FILE_MB"
+                )
+            sha = file_sha256(path)
+            if known_files.get(name) == sha:
+                report.unchanged.append(name)
+                return None
+            is_update = name in known_files
+            if is_update:  # its old content no longer counts as a copy to share
+                holders = {c: f for c, f in holders.items() if f != name}
+            staged = _stage(path, sha, size, is_update, holders, embedder, settings,
+                            options, report)
+            for doc in staged.documents:
+                holders.setdefault(doc.content_sha, name)
+            bar.chunks_planned(len(staged.drafts))
+            return staged
+        except IngestError as exc:
+            report.failed.append(Failure(name, str(exc)))
+        except Exception as exc:  # a loader bug must cost one file, not the run
+            report.failed.append(Failure(name, f"unexpected error ({type(exc).__name__}: "
+                                               f"{exc}); please report it"))
+        finally:
+            bar.file_done(path.name)
+        return None
+
     try:
-        for path in files:
-            name = str(path)
-            try:
-                size = path.stat().st_size
-                if size > limit:
-                    raise IngestError(
-                        f"too large ({size / 2**20:.0f} MiB > {settings.max_file_mb} MiB): "
-                        "split it, or raise KBQA_MAX_FILE_MB"
-                    )
-                sha = file_sha256(path)
-                if known_files.get(name) == sha:
-                    report.unchanged.append(name)
-                    continue
-                is_update = name in known_files
-                if is_update:  # its old content no longer counts as a copy to share
-                    holders = {c: f for c, f in holders.items() if f != name}
-                staged = _stage(path, sha, size, is_update, holders, embedder, settings,
-                                options, report)
-                for doc in staged.documents:
-                    holders.setdefault(doc.content_sha, name)
-                pending.append(staged)
-                bar.chunks_planned(len(staged.drafts))
-            except IngestError as exc:
-                report.failed.append(Failure(name, str(exc)))
-            except Exception as exc:  # a loader bug must cost one file, not the run
-                report.failed.append(Failure(name, f"unexpected error ({type(exc).__name__}: "
-                                                   f"{exc}); please report it"))
-            finally:
-                bar.file_done(path.name)
+        # Loading and chunking run in a second thread while the model encodes the
+        # previous batch (torch and the tokenizer release the GIL): both cores stay busy.
+        for staged in _prefetch(files, stage):
+            pending.append(staged)
             if (sum(len(s.drafts) for s in pending) >= BATCH_CHUNKS
                     or len(pending) >= BATCH_FILES):
                 _embed(pending, embedder, bar, report)
@@ -224,6 +236,46 @@ def ingest_paths(
         for failure in report.failed:
             log(f"failed: {failure.path}: {failure.reason}")
     return _finish(report, started)
+
+
+_DONE = object()
+
+
+def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
+              depth: int = 2 * BATCH_FILES) -> Iterator[Staged]:
+    """Stage files in a background thread, at most `depth` ahead (bounded memory)."""
+    results: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for path in files:
+                if stop.is_set():
+                    return
+                staged = stage(path)
+                while staged is not None and not stop.is_set():
+                    try:
+                        results.put(staged, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # surfaced in the caller's thread
+            results.put(exc)
+        finally:
+            results.put(_DONE)
+
+    worker = threading.Thread(target=work, name="kbqa-stage", daemon=True)
+    worker.start()
+    try:
+        while (item := results.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while worker.is_alive():  # let a blocked put() see the stop flag
+            with contextlib.suppress(queue.Empty):
+                results.get(timeout=0.2)
 
 
 def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, str],

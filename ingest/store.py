@@ -166,6 +166,17 @@ class Store:
             )
             return {c.id: _to_chunk(c, path) for c, path in rows}
 
+    def iter_chunks(self, document_id: int | None = None) -> Iterator[Chunk]:
+        """Every stored chunk (or one document's), in id order, streamed."""
+        query = (select(ChunkRow, DocumentRow.path)
+                 .join(DocumentRow, ChunkRow.document_id == DocumentRow.id)
+                 .order_by(ChunkRow.id))
+        if document_id is not None:
+            query = query.where(ChunkRow.document_id == document_id)
+        with self._sessions() as session:
+            for chunk, path in session.execute(query.execution_options(yield_per=1000)):
+                yield _to_chunk(chunk, path)
+
     # -- writes (inside `transaction()`) ------------------------------------------------
     @staticmethod
     def set_meta(session: Session, key: str, value: str) -> None:

@@ -56,6 +56,9 @@ SCRIPT = textwrap.dedent("""
     kb = kbqa.open_kb(sys.argv[1], model=sys.argv[3])
     report = kb.ingest(sys.argv[2])
     assert report.added, report
+    # unstructured (docx, html) must neither phone home nor fetch its spaCy model
+    assert not [f for f in report.failed if not f.path.endswith("broken.pdf")], report.failed
+    assert any(p.endswith("guide.docx") for p in report.added), report
     assert kb.search("Who leads the Vireo research team?", k=1)
     answer = kb.ask("Who leads the Vireo research team?")
     print("ANSWER:", answer.text)
@@ -72,6 +75,14 @@ def test_guard_catches_a_real_attempt(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ingest_search_ask_open_no_connection(tmp_path: Path, docs: Path) -> None:
+    import docx
+
+    guide = docx.Document()
+    guide.add_heading("Pump guide", 1)
+    guide.add_paragraph("The pump hums quietly when it is primed.")
+    guide.save(str(docs / "guide.docx"))
+    (docs / "ferry.html").write_text("<html><body><h1>Ferry</h1><p>The ferry leaves at nine "
+                                     "every morning.</p></body></html>", encoding="utf-8")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "TRANSFORMERS_", "DO_NOT_TRACK", "STREAMLIT_"))}
     result = subprocess.run(

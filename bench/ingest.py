@@ -1,0 +1,171 @@
+"""make bench-ingest: ingest speed against the embedder's own floor, re-ingest time, memory.
+
+Data: the BEIR SciFact corpus (../shared/data/scifact/corpus.jsonl, CC BY-NC 2.0), written
+out as one .txt file per abstract (title, blank line, text) in a temporary folder. Then:
+
+1. a full ingest into a fresh knowledge base, timed (files/s, chunks/s, peak RSS);
+2. the same chunk texts encoded by the embedder alone, in one call: the physical floor of
+   this pipeline; the ratio of (1) to (2) is the pipeline's overhead;
+3. a re-ingest of the unchanged folder, timed;
+4. per-format results on ../shared/data/docs (how many ingested, failed and why), in a
+   child process, with its peak RSS (the 1,225-page book included).
+
+Usage: python bench/ingest.py [--limit N] [--skip-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+CORPUS = SHARED / "scifact" / "corpus.jsonl"
+DOCS = SHARED / "docs"
+
+
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_corpus(folder: Path, limit: int | None) -> int:
+    count = 0
+    with CORPUS.open(encoding="utf-8") as handle:
+        for line in handle:
+            if limit is not None and count >= limit:
+                break
+            doc = json.loads(line)
+            body = f"{doc.get('title', '').strip()}\n\n{doc.get('text', '').strip()}\n"
+            (folder / f"{doc['_id']}.txt").write_text(body, encoding="utf-8")
+            count += 1
+    return count
+
+
+def scifact(limit: int | None) -> None:
+    import kbqa  # noqa: F401  (switches every library offline first)
+    from kbqa.domain import ChunkDraft
+    from kbqa.ingest.pipeline import embedding_text
+    from kbqa.kb import KnowledgeBase
+    from kbqa.settings import from_env
+
+    with tempfile.TemporaryDirectory(prefix="kbqa-bench-") as tmp:
+        folder = Path(tmp) / "scifact"
+        folder.mkdir()
+        files = write_corpus(folder, limit)
+        kb = KnowledgeBase(from_env(home=Path(tmp) / "home"))
+        embedder = kb.embedder
+        embedder.encode(["warm-up"])  # model load is not ingest work
+        rss_before = peak_rss_mib()
+
+        started = time.perf_counter()
+        report = kb.ingest(folder)
+        ingest_s = time.perf_counter() - started
+        rss_ingest = peak_rss_mib()
+
+        started = time.perf_counter()
+        again = kb.ingest(folder)
+        reingest_s = time.perf_counter() - started
+
+        texts = [embedding_text(ChunkDraft(text=c.text, heading=c.heading))
+                 for c in kb.store.iter_chunks()]
+        started = time.perf_counter()
+        embedder.encode(texts)
+        floor_s = time.perf_counter() - started
+        kb.close()
+
+    print(f"\nSciFact ingest ({files} files, one abstract each; embedder {embedder.name}, "
+          f"{os.cpu_count()} cores)\n")
+    rows = [
+        ("files", f"{files}"),
+        ("chunks", f"{report.chunks_added}"),
+        ("failed", f"{len(report.failed)}"),
+        ("ingest time", f"{ingest_s:.1f} s"),
+        ("files/s", f"{files / ingest_s:.1f}"),
+        ("chunks/s", f"{report.chunks_added / ingest_s:.1f}"),
+        ("embedder alone (floor)", f"{floor_s:.1f} s"),
+        ("ratio ingest / floor", f"{ingest_s / floor_s:.3f}   (goal <= 1.15)"),
+        ("re-ingest unchanged", f"{reingest_s:.2f} s, {again.chunks_added} chunks embedded"
+                                "   (goal < 10 s)"),
+        ("peak RSS (models loaded)", f"{rss_before:.0f} MiB"),
+        ("peak RSS (after ingest)", f"{rss_ingest:.0f} MiB"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value")
+    print(f"|-{'-' * width}-|------")
+    for name, value in rows:
+        print(f"| {name.ljust(width)} | {value}")
+
+
+def docs_child(home: str) -> None:
+    """Runs in a child process: ingest ../shared/data/docs, print per-format JSON."""
+    import kbqa  # noqa: F401
+    from kbqa.kb import KnowledgeBase
+    from kbqa.settings import from_env
+
+    kb = KnowledgeBase(from_env(home=Path(home)))
+    started = time.perf_counter()
+    report = kb.ingest(DOCS)
+    seconds = time.perf_counter() - started
+    stored = {d.path: d for d in kb.documents()}
+    result = {
+        "seconds": seconds, "chunks": report.chunks_added,
+        "added": report.added, "failed": [[f.path, f.reason] for f in report.failed],
+        "attachments": [p for p in stored if " › " in p],
+        "duplicates": report.duplicates,
+    }
+    print(json.dumps(result))
+
+
+def docs_table() -> None:
+    with tempfile.TemporaryDirectory(prefix="kbqa-bench-docs-") as tmp:
+        run = subprocess.run([sys.executable, __file__, "--docs-child", tmp],
+                             capture_output=True, text=True, check=True)
+        rss = peak_rss_mib(resource.RUSAGE_CHILDREN)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+
+    def suffix(path: str) -> str:
+        return Path(path.split(" › ")[0]).suffix.lower() or "(none)"
+
+    on_disk = Counter(suffix(str(p)) for p in DOCS.rglob("*") if p.is_file())
+    added = Counter(suffix(p) for p in result["added"])
+    failed: dict[str, list[str]] = {}
+    for path, reason in result["failed"]:
+        if " › " in path:
+            continue
+        failed.setdefault(suffix(path), []).append(f"{Path(path).name}: {reason.split(':')[0]}")
+    print(f"\n../shared/data/docs: {sum(on_disk.values())} files, {result['chunks']} chunks in "
+          f"{result['seconds']:.0f} s; peak RSS {rss:.0f} MiB (the 1,225-page book included); "
+          f"{len(result['attachments'])} e-mail attachments stored as documents\n")
+    print("| format | files | ingested | failed, and why")
+    print("|--------|-------|----------|----------------")
+    for fmt, total in sorted(on_disk.items(), key=lambda kv: -kv[1]):
+        why = "; ".join(failed.get(fmt, [])) or "-"
+        print(f"| {fmt} | {total} | {added.get(fmt, 0)} | {why}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, help="only the first N abstracts")
+    parser.add_argument("--skip-docs", action="store_true", help="no per-format table")
+    parser.add_argument("--docs-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.docs_child:
+        docs_child(args.docs_child)
+        return
+    if not CORPUS.is_file():
+        sys.exit(f"{CORPUS} is missing: the benchmark data lives in ../shared/data")
+    scifact(args.limit)
+    if not args.skip_docs and DOCS.is_dir():
+        docs_table()
+
+
+if __name__ == "__main__":
+    main()
