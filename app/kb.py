@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +81,26 @@ class KnowledgeBase:
         return self._index
 
     # -- the public operations -----------------------------------------------------------
-    def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-               progress: bool = False, prune: bool = True) -> IngestReport:
-        """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash."""
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
+    @contextmanager
+    def _writing(self) -> Iterator[IngestState]:
+        """The writer lock and the index state a write advances; kept even if it fails."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
             index = self.index()
             state = IngestState(index=index, generation=self._generation,
                                 folder=self.vectors_dir)
             try:
-                report = ingest_paths(paths, store=self.store, state=state,
-                                      embedder=self.embedder, settings=self.settings,
-                                      progress=progress, prune=prune)
+                yield state
             finally:
                 self._index, self._generation = state.index, state.generation
-        return report
+
+    def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+               progress: bool = False, prune: bool = True) -> IngestReport:
+        """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        with self._writing() as state:
+            return ingest_paths(paths, store=self.store, state=state, embedder=self.embedder,
+                                settings=self.settings, progress=progress, prune=prune)
 
     def remove(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                ) -> list[str]:
@@ -103,15 +108,9 @@ class KnowledgeBase:
         nothing is re-embedded. Returns the files removed."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
-            index = self.index()
-            state = IngestState(index=index, generation=self._generation,
-                                folder=self.vectors_dir)
-            try:
-                return remove_paths([str(p) for p in paths], store=self.store, state=state,
-                                    embedder=self.embedder)
-            finally:
-                self._index, self._generation = state.index, state.generation
+        with self._writing() as state:
+            return remove_paths([str(p) for p in paths], store=self.store, state=state,
+                                embedder=self.embedder)
 
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""

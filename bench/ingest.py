@@ -36,6 +36,43 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
+def current_rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler:
+    """Samples this process's resident memory every second while the ingest runs, to show
+    whether memory grows with the corpus or stays flat."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(current_rss_mib())
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, fraction: float) -> float:
+        if not self.samples:
+            return current_rss_mib()
+        return self.samples[min(int(fraction * len(self.samples)), len(self.samples) - 1)]
+
+
 def write_corpus(folder: Path, limit: int | None) -> int:
     count = 0
     with CORPUS.open(encoding="utf-8") as handle:
@@ -66,7 +103,8 @@ def scifact(limit: int | None) -> None:
         rss_before = peak_rss_mib()
 
         started = time.perf_counter()
-        report = kb.ingest(folder)
+        with RssSampler() as rss:
+            report = kb.ingest(folder)
         ingest_s = time.perf_counter() - started
         rss_ingest = peak_rss_mib()
 
@@ -96,6 +134,8 @@ def scifact(limit: int | None) -> None:
                                 "   (goal < 10 s)"),
         ("peak RSS (models loaded)", f"{rss_before:.0f} MiB"),
         ("peak RSS (after ingest)", f"{rss_ingest:.0f} MiB"),
+        ("RSS at 25/50/75/100 % of the run",
+         " / ".join(f"{rss.at(f):.0f}" for f in (0.25, 0.5, 0.75, 1.0)) + " MiB"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"| {'measure'.ljust(width)} | value")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from kbqa.domain import ChunkDraft, Section
 
 TokenCounter = Callable[[str], int]
+BatchCounter = Callable[[Sequence[str]], list[int]]
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_CHAR = re.compile(f"[{_CJK}]")
@@ -127,9 +128,18 @@ def _cut(text: str, start: int, end: int) -> int:
     return space if space > start else max(end, start + 1)
 
 
-def sentence_units(text: str, max_tokens: int, count: TokenCounter) -> list[Unit]:
+def sentence_units(text: str, max_tokens: int, count: TokenCounter,
+                   count_many: BatchCounter | None = None) -> list[Unit]:
+    """Sentences with their token counts (counted in one batch when the counter allows);
+    a sentence over the budget is cut into pieces that fit."""
+    sentences = split_sentences(text)
+    texts = [sentence for sentence, _ in sentences]
+    sizes = count_many(texts) if count_many is not None else [count(t) for t in texts]
     units: list[Unit] = []
-    for sentence, para_start in split_sentences(text):
+    for (sentence, para_start), size in zip(sentences, sizes, strict=True):
+        if size <= max_tokens:
+            units.append(Unit(sentence, size, para_start))
+            continue
         for i, piece in enumerate(split_long(sentence, max_tokens, count)):
             units.append(Unit(piece, count(piece), para_start and i == 0))
     return units
@@ -232,6 +242,7 @@ def chunk_sections(
     count: TokenCounter,
     max_tokens: int = 200,
     overlap_tokens: int = 40,
+    count_many: BatchCounter | None = None,
 ) -> list[ChunkDraft]:
     """Chunk each section on its own, so a chunk never spans two pages, slides or headings;
     prose is cut between paragraphs, then sentences; tables between rows.
@@ -244,7 +255,7 @@ def chunk_sections(
             rows = [line.strip() for line in section.text.split("\n") if line.strip()]
             texts = pack_rows(rows, max_tokens, count)
         else:
-            units = sentence_units(section.text, max_tokens, count)
+            units = sentence_units(section.text, max_tokens, count, count_many)
             texts = pack_units(units, max_tokens, overlap_tokens)
         for text in texts:
             drafts.append(

@@ -86,6 +86,15 @@ class SentenceTransformerEmbedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of many texts in one tokenizer call (several times faster)."""
+        if not texts:
+            return []
+        with self._count_lock:
+            ids = self._tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                                  verbose=False)["input_ids"]
+        return [len(i) for i in ids]
+
     def count_tokens(self, text: str) -> int:
         with self._count_lock:
             ids = self._tokenizer(text, add_special_tokens=False, truncation=False,

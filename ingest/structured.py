@@ -9,13 +9,14 @@ lazily, and its spaCy model is pointed at the packaged copy so it never download
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kbqa.domain import Document, Section
 from kbqa.errors import IngestError
@@ -192,35 +193,18 @@ def _unstructured_ready() -> None:
     logging.getLogger("unstructured").setLevel(logging.ERROR)
 
 
+_PARTITIONERS = {".docx": "docx", ".pptx": "pptx", ".html": "html", ".htm": "html",
+                 ".xhtml": "html", ".xml": "xml", ".epub": "epub", ".odt": "odt",
+                 ".rtf": "rtf", ".doc": "doc", ".ppt": "ppt"}
+
+
 def _partitioner(suffix: str) -> Callable[..., list[Any]]:
-    if suffix == ".docx":
-        from unstructured.partition.docx import partition_docx
-        return partition_docx
-    if suffix == ".pptx":
-        from unstructured.partition.pptx import partition_pptx
-        return partition_pptx
-    if suffix in (".html", ".htm", ".xhtml"):
-        from unstructured.partition.html import partition_html
-        return partition_html
-    if suffix == ".xml":
-        from unstructured.partition.xml import partition_xml
-        return partition_xml
-    if suffix == ".epub":
-        from unstructured.partition.epub import partition_epub
-        return partition_epub
-    if suffix == ".odt":
-        from unstructured.partition.odt import partition_odt
-        return partition_odt
-    if suffix == ".rtf":
-        from unstructured.partition.rtf import partition_rtf
-        return partition_rtf
-    if suffix == ".doc":
-        from unstructured.partition.doc import partition_doc
-        return partition_doc
-    if suffix == ".ppt":
-        from unstructured.partition.ppt import partition_ppt
-        return partition_ppt
-    raise IngestError(f"no unstructured partitioner for {suffix}")
+    """unstructured.partition.<format>.partition_<format>, imported on first use."""
+    name = _PARTITIONERS.get(suffix)
+    if name is None:
+        raise IngestError(f"no unstructured partitioner for {suffix}")
+    module = importlib.import_module(f"unstructured.partition.{name}")
+    return cast(Callable[..., list[Any]], getattr(module, f"partition_{name}"))
 
 
 def has_libreoffice() -> bool:

@@ -100,9 +100,11 @@ def test_kill_9_mid_ingest_leaves_last_commit_usable(tmp_path: Path, docs: Path)
     for i in range(400):
         (many / f"note-{i:03d}.txt").write_text(
             " ".join(f"Note {i} sentence {j} about subject {i * j}." for j in range(60)))
-    proc = subprocess.Popen([*python, "ingest", "-q", str(many)], env=env,
+    # Commit every second, so the kill lands after some commits and likely inside one.
+    proc = subprocess.Popen([*python, "ingest", "-q", str(many)],
+                            env={**env, "KBQA_COMMIT_EVERY_S": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(12)
+    time.sleep(15)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     from kbqa import open_kb
@@ -110,6 +112,8 @@ def test_kill_9_mid_ingest_leaves_last_commit_usable(tmp_path: Path, docs: Path)
     kb = open_kb(home)
     hits = kb.search("Who leads the Vireo research team?", k=1)
     assert Path(hits[0].chunk.source).name == "team.txt"
+    kept = kb.documents()
+    assert sum(d.chunk_count for d in kept) == kb.stats().chunks == len(kb.index())
     kb.close()
     done = subprocess.run([*python, "ingest", "-q", str(many)], env=env,
                           capture_output=True, text=True)
