@@ -180,7 +180,8 @@ def docs_table() -> None:
     for path, reason in result["failed"]:
         if " › " in path:
             continue
-        failed.setdefault(suffix(path), []).append(f"{Path(path).name}: {reason.split(':')[0]}")
+        failed.setdefault(suffix(path), []).append(
+            f"{Path(path).name}: {reason.split('; ')[0][:60]}")
     print(f"\n../shared/data/docs: {sum(on_disk.values())} files, {result['chunks']} chunks in "
           f"{result['seconds']:.0f} s; peak RSS {rss:.0f} MiB (the 1,225-page book included); "
           f"{len(result['attachments'])} e-mail attachments stored as documents\n")

@@ -100,12 +100,18 @@ def _require_text(text: str) -> str:
     return text
 
 
-def read_text(path: Path) -> str:
-    """A text file's content with normalised line ends; refuses empty and binary files."""
+def read_text(path: Path, *, prose: bool = True) -> str:
+    """A text file's content with normalised line ends; refuses empty and binary files,
+    and (for prose, not tables of numbers) text without any words."""
     data = path.read_bytes()
     if not data:
         raise IngestError("empty file (0 bytes): nothing to index")
-    return _require_text(decode_text(data).replace("\r\n", "\n").replace("\r", "\n"))
+    text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n")
+    if not prose:
+        if not text.strip():
+            raise IngestError("no text (empty or whitespace only): nothing to index")
+        return text
+    return _require_text(text)
 
 
 def load_text(path: Path) -> Document:

@@ -117,7 +117,7 @@ def load_delimited(path: Path) -> Document:
     """CSV/TSV in any encoding; the delimiter is sniffed (comma, semicolon, tab, pipe)."""
     from kbqa.ingest.loaders import read_text
 
-    text = read_text(path)
+    text = read_text(path, prose=False)  # rows of numbers have no spaces, and are fine
     delimiter = _delimiter(text[:65536], path.suffix.lower())
     csv.field_size_limit(1 << 30)
     reader = csv.reader(text.splitlines(), delimiter=delimiter)

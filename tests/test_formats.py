@@ -111,6 +111,8 @@ def test_locations_are_kept_per_format(whole_folder) -> None:
     assert {c.heading for c in outline if c.page == 2} >= {"Foo"}
     docx = chunks_of(kb, "office/page-breaks.docx")
     assert {c.page for c in docx} >= {1, 2, 3}
+    wide = chunks_of(kb, "text/csv-with-long-lines.csv")  # numbers without spaces are data
+    assert wide and all(c.location.startswith("row") for c in wide)
     legacy = chunks_of(kb, "office/fake-power-point.ppt")
     assert legacy[0].location == "slide 1" and "Adding a Bullet Slide" in legacy[0].text
     words = " ".join(c.text for c in chunks_of(kb, "office/simple.doc"))
