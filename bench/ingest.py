@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def docs_table() -> None:
         if " › " in path:
             continue
         failed.setdefault(suffix(path), []).append(
-            f"{Path(path).name}: {reason.split('; ')[0][:60]}")
+            f"{Path(path).name}: {re.split(r'[:;(]', reason)[0].strip()}")
     print(f"\n../shared/data/docs: {sum(on_disk.values())} files, {result['chunks']} chunks in "
           f"{result['seconds']:.0f} s; peak RSS {rss:.0f} MiB (the 1,225-page book included); "
           f"{len(result['attachments'])} e-mail attachments stored as documents\n")
