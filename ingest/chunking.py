@@ -6,6 +6,7 @@ unit tests), so the budget matches what the embedder will really see.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,20 +63,27 @@ def paragraph_lines(paragraph: str) -> list[str]:
 
     Example: paragraph_lines("one long\\nline.\\n- item") == ["one long line.", "- item"]
     """
-    out: list[str] = []
+    out: list[list[str]] = []  # pieces per output line, joined once at the end (linear)
+    length = 0  # characters in the output line being built
     for raw in paragraph.split("\n"):
         line = raw.strip()
         if not line:
             continue
-        if out and not _ends_line(out[-1]) and not _LIST_ITEM.match(line):
-            out[-1] = join_pieces(out[-1], line)
+        ends = bool(_TERMINAL.search(out[-1][-1])) or length < _SHORT_LINE if out else True
+        if not ends and not _LIST_ITEM.match(line):
+            out[-1].append(line)
+            length += len(line) + 1
         else:
-            out.append(line)
-    return out
-
-
-def _ends_line(line: str) -> bool:
-    return bool(_TERMINAL.search(line)) or len(line) < _SHORT_LINE
+            out.append([line])
+            length = len(line)
+    lines = []
+    for pieces in out:
+        parts = [pieces[0]]
+        for left, right in itertools.pairwise(pieces):
+            parts.append("" if is_cjk(left[-1]) or is_cjk(right[0]) else " ")
+            parts.append(right)
+        lines.append("".join(parts))
+    return lines
 
 
 def split_sentences(text: str) -> list[tuple[str, bool]]:

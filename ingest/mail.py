@@ -88,13 +88,16 @@ def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix:
                  ) -> list[Attachment]:
     from kbqa.ingest.loaders import LOADERS
 
-    found = []
+    found: list[Attachment] = []
     with tempfile.TemporaryDirectory(prefix="kbqa-attachment-") as tmp:
         for number, (name, data) in enumerate(files, start=1):
             safe = PurePath(name.replace("\\", "/")).name or f"attachment-{number}"
             if Path(safe).suffix.lower() not in LOADERS or not data:
                 continue  # pictures, audio, signatures: named in the header section only
             source = f"{path}{ATTACHMENT_SEPARATOR}{safe}"
+            if any(a.name == source for a in found):  # two attachments, one name
+                source = f"{path}{ATTACHMENT_SEPARATOR}{Path(safe).stem} ({number})" \
+                         f"{Path(safe).suffix}"
             digest = hashlib.sha256(data).hexdigest()
             target = Path(tmp) / f"{number}-{safe}"
             target.write_bytes(data)

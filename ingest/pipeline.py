@@ -181,6 +181,10 @@ def ingest_paths(
         nonlocal holders
         name = str(path)
         try:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise IngestError("its file name is not valid UTF-8: rename the file") from None
             size = path.stat().st_size
             if size > limit:
                 raise IngestError(
@@ -214,7 +218,8 @@ def ingest_paths(
         # previous batch (torch and the tokenizer release the GIL): both cores stay busy.
         for staged in _prefetch(files, stage):
             pending.append(staged)
-            if (sum(len(s.drafts) for s in pending) >= BATCH_CHUNKS
+            due = time.monotonic() - last_commit >= settings.commit_every_s
+            if (due or sum(len(s.drafts) for s in pending) >= BATCH_CHUNKS
                     or len(pending) >= BATCH_FILES):
                 _embed(pending, embedder, bar, report)
                 embedded.extend(pending)
@@ -239,10 +244,11 @@ def ingest_paths(
 
 
 _DONE = object()
+CONTAINERS = (".eml", ".msg")  # files whose attachments become documents of their own
 
 
 def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
-              depth: int = 2 * BATCH_FILES) -> Iterator[Staged]:
+              depth: int = BATCH_FILES) -> Iterator[Staged]:
     """Stage files in a background thread, at most `depth` ahead (bounded memory)."""
     results: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -273,7 +279,8 @@ def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        while worker.is_alive():  # let a blocked put() see the stop flag
+        deadline = time.monotonic() + 10  # a file mid-parse may take long: do not wait on it
+        while worker.is_alive() and time.monotonic() < deadline:  # unblock a waiting put()
             with contextlib.suppress(queue.Empty):
                 results.get(timeout=0.2)
 
@@ -285,13 +292,18 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
     records the new path); attachments become documents of their own."""
     name = str(path)
     kind = path.suffix.lower().lstrip(".")
-    if sha in holders and holders[sha] != name:
-        report.duplicates.append((name, holders[sha]))
+    copy_of = holders.get(sha) if holders.get(sha) != name else None
+    if copy_of is not None and path.suffix.lower() not in CONTAINERS:
+        report.duplicates.append((name, copy_of))
         return Staged(name, sha, size, is_update,
                       [StagedDocument(name, sha, kind, None, [], alias=True)])
     document = load(path, options)
-    documents = [StagedDocument(name, sha, document.kind, document.pages,
-                                _chunk(document, embedder, settings))]
+    if copy_of is not None:  # a copied message: its attachments need documents of their own
+        report.duplicates.append((name, copy_of))
+        documents = [StagedDocument(name, sha, document.kind, None, [], alias=True)]
+    else:
+        documents = [StagedDocument(name, sha, document.kind, document.pages,
+                                    _chunk(document, embedder, settings))]
     for attachment in document.attachments:
         if attachment.document is None:
             report.failed.append(Failure(attachment.name, attachment.error))
@@ -305,7 +317,7 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
                 documents.append(StagedDocument(attachment.name, attachment.sha256,
                                                 attachment.document.kind,
                                                 attachment.document.pages, drafts))
-    if not documents[0].drafts:
+    if not documents[0].drafts and not documents[0].alias:
         raise IngestError("no text to index after chunking")
     return Staged(name, sha, size, is_update, documents)
 

@@ -147,6 +147,8 @@ def load_xlsx(path: Path) -> Document:
     sections: list[Section] = []
     try:
         for number, sheet in enumerate(book.worksheets, start=1):
+            if hasattr(sheet, "reset_dimensions"):  # a stray far-away cell must not pad
+                sheet.reset_dimensions()            # every row out to column XFD
             rows = ((n, render_row(r)) for n, r in
                     enumerate(sheet.iter_rows(values_only=True), start=1))
             sections.extend(_with_page(row_groups(rows, f"sheet {sheet.title}"), number))

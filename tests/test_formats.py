@@ -167,16 +167,28 @@ def test_mail_attachment_is_searchable_and_goes_with_its_message(make_kb, tmp_pa
     message.set_content("Please find the inspection notes attached.")
     message.add_attachment(b"The boiler in hall C was inspected by Teodora Vance on 3 May.",
                            maintype="text", subtype="plain", filename="inspection.txt")
+    message.add_attachment(b"Hall D has no boiler; it is heated by the district network.",
+                           maintype="text", subtype="plain", filename="inspection.txt")
     folder = tmp_path / "mail"
     folder.mkdir()
     (folder / "report.eml").write_bytes(bytes(message))
     kb = make_kb()
-    kb.ingest(folder)
+    report = kb.ingest(folder)
+    assert report.failed == []
     hit = kb.search("Who inspected the boiler in hall C?", k=1)[0]
     assert hit.chunk.source.endswith("report.eml › inspection.txt")
+    assert {d.path.rsplit("/", 1)[-1] for d in kb.documents()} == {
+        "report.eml", "report.eml › inspection.txt", "report.eml › inspection (2).txt"}
+    # a copy of the message keeps its attachments when the original goes
+    (folder / "copy.eml").write_bytes(bytes(message))
     (folder / "report.eml").unlink()
     report = kb.ingest(folder)
     assert [Path(p).name for p in report.removed] == ["report.eml"]
+    hit = kb.search("Who inspected the boiler in hall C?", k=1)[0]
+    assert hit.chunk.source.endswith("copy.eml › inspection.txt")
+    assert kb.stats().chunks == len(kb.index())
+    (folder / "copy.eml").unlink()
+    kb.ingest(folder)
     assert kb.documents() == [] and len(kb.index()) == 0
 
 
