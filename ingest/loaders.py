@@ -86,11 +86,13 @@ _RUN_OF_NON_WORDS = re.compile(r"[^\s" + "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9ff
                                + r"]{2000,}")
 
 
-def _require_text(text: str) -> str:
-    """Text worth indexing: not blank, and not mostly one endless run without spaces
-    (a base64 blob or a data dump: thousands of useless chunks)."""
+def _require_text(text: str, *, prose: bool = True) -> str:
+    """Text worth indexing: not blank, and (for prose) not mostly one endless run without
+    spaces (a base64 blob or a data dump: thousands of useless chunks)."""
     if not text.strip():
         raise IngestError("no text (empty or whitespace only): nothing to index")
+    if not prose:
+        return text
     runs = sum(len(m.group()) for m in _RUN_OF_NON_WORDS.finditer(text))
     if runs > len(text) // 2:
         raise IngestError(
@@ -107,11 +109,7 @@ def read_text(path: Path, *, prose: bool = True) -> str:
     if not data:
         raise IngestError("empty file (0 bytes): nothing to index")
     text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n")
-    if not prose:
-        if not text.strip():
-            raise IngestError("no text (empty or whitespace only): nothing to index")
-        return text
-    return _require_text(text)
+    return _require_text(text, prose=prose)
 
 
 def load_text(path: Path) -> Document:

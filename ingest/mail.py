@@ -12,7 +12,7 @@ import email.policy
 import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from pathlib import Path, PurePath
 
@@ -80,8 +80,8 @@ def _html_sections(html: str, subject: str) -> list[Section]:
     except Exception:
         return []
     sections = blocks_to_sections(to_blocks(elements))
-    return [Section(text=s.text, heading=" > ".join(p for p in (subject, s.heading) if p),
-                    table=s.table) for s in sections]
+    return [replace(s, heading=" > ".join(p for p in (subject, s.heading) if p))
+            for s in sections]
 
 
 def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix: Loader
@@ -107,13 +107,8 @@ def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix:
                 found.append(Attachment(name=source, sha256=digest, error=str(exc)))
                 continue
             found.append(Attachment(name=source, sha256=digest,
-                                    document=_renamed(loaded, source)))
+                                    document=replace(loaded, source=source)))
     return found
-
-
-def _renamed(document: Document, source: str) -> Document:
-    return Document(source=source, sections=document.sections, kind=document.kind,
-                    attachments=document.attachments)
 
 
 # -- .eml ------------------------------------------------------------------------------------
@@ -152,8 +147,6 @@ def _header(message: Message, name: str) -> str:
 
 
 def _text_of(part: Message) -> str:
-    from kbqa.ingest.loaders import decode_text
-
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return str(part.get_payload())
@@ -167,8 +160,15 @@ def _text_of(part: Message) -> str:
             return payload.decode(charset.replace("_", "-"))
         except (LookupError, UnicodeDecodeError):
             pass
+    return _decoded(payload)
+
+
+def _decoded(data: bytes) -> str:
+    """Bytes of unknown encoding as text, or "" when they are not text at all."""
+    from kbqa.ingest.loaders import decode_text
+
     try:
-        return decode_text(payload)
+        return decode_text(data)
     except IngestError:
         return ""
 
@@ -214,11 +214,4 @@ def load_msg(path: Path, load_by_suffix: Loader) -> Document:
 def _html_text(html: str | bytes | None) -> str:
     if html is None:
         return ""
-    if isinstance(html, bytes):
-        from kbqa.ingest.loaders import decode_text
-
-        try:
-            return decode_text(html)
-        except IngestError:
-            return ""
-    return html
+    return _decoded(html) if isinstance(html, bytes) else html

@@ -195,17 +195,6 @@ class Store:
         return ids
 
     @staticmethod
-    def remove_document(session: Session, path: str) -> list[int]:
-        """Delete one document (by its cited path); returns the vector ids to drop."""
-        doc = session.scalar(select(DocumentRow).where(DocumentRow.path == path))
-        if doc is None:
-            return []
-        ids = Store._release(session, doc)
-        session.delete(doc)
-        session.flush()
-        return ids
-
-    @staticmethod
     def _release(session: Session, doc: DocumentRow) -> list[int]:
         if doc.same_as is not None:
             return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -186,5 +187,4 @@ def load_xls(path: Path) -> Document:
 def _with_page(sections: Iterable[Section], sheet_number: int) -> Iterator[Section]:
     """The sheet's position doubles as its page number, for filters and the UI."""
     for section in sections:
-        yield Section(text=section.text, page=sheet_number, heading=section.heading,
-                      location=section.location, table=True)
+        yield replace(section, page=sheet_number)
