@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="how many passages (default 5)")
     search.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="path=GLOB or type=pdf; repeatable")
+                        help="path=GLOB, type=pdf, since=2026-01-01 or until=2026-06-30 "
+                             "(ingestion date); repeatable")
+    search.add_argument("--mode", choices=("hybrid", "dense", "lexical"), default="hybrid",
+                        help="hybrid (default): BM25 and embeddings fused; or one of them")
     search.add_argument("--json", action="store_true", help="print hits as JSON")
 
     sub.add_parser("status", help="documents, chunks and models in use")
@@ -178,7 +181,7 @@ def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:
         if not value:
             raise SystemExit(f"--filter wants KEY=VALUE, got {item!r}")
         filters[key.strip()] = value.strip()
-    hits = kb.search(args.query, args.k, filters=filters or None)
+    hits = kb.search(args.query, args.k, filters=filters or None, mode=args.mode)
     if args.json:
         print(json.dumps([asdict(h) for h in hits], ensure_ascii=False, indent=2))
         return 0
@@ -187,7 +190,8 @@ def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, start=1):
         where = f", {hit.chunk.place}" if hit.chunk.place else ""
         text = " ".join(hit.chunk.text.split())
-        print(f"{rank}. {hit.score:.3f}  {hit.chunk.source}{where}\n   {text[:240]}")
+        print(f"{rank}. {hit.chunk.source}{where}  (similarity {hit.similarity:.2f}, "
+              f"terms {hit.coverage:.0%})\n   {text[:240]}")
     return 0
 
 

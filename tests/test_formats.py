@@ -31,6 +31,12 @@ class HashEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-9)
 
+    def encode_queries(self, texts):
+        return self.encode(texts)
+
+    def count_tokens_batch(self, texts):
+        return [self.count_tokens(t) for t in texts]
+
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + sum(1 for c in text if ord(c) > 0x2E80)
 

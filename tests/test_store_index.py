@@ -24,6 +24,12 @@ class FixedEmbedder:
             out[row, hash(text) % self.dim] = 1.0
         return out
 
+    def encode_queries(self, texts):
+        return self.encode(texts)
+
+    def count_tokens_batch(self, texts):
+        return [self.count_tokens(t) for t in texts]
+
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 

@@ -1,0 +1,142 @@
+"""Lexical recall: one tokenizer for ingest and query, BM25 through SQLite FTS5.
+
+Latin-script words are case-folded (FTS5's porter stage stems them on both sides);
+CJK runs become overlapping character bigrams, so Chinese and Japanese match without a
+segmenter. The same `terms()` feeds the FTS5 rows at ingest and the MATCH at query time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Mapping, Sequence
+
+# FTS5's tokenizer over our terms: porter stems Latin words (on both sides), unicode61 only
+# splits at the spaces `index_terms` put there.
+FTS5_TOKENIZER = "porter unicode61 remove_diacritics 2"
+# Bumped when `terms()` changes: stored term rows are rebuilt from chunk text on open.
+TERMS_VERSION = "1"
+
+# Han, kana, hangul and CJK compatibility blocks: written without spaces between words.
+_CJK = (
+    "\u3040-\u30ff"  # hiragana, katakana
+    "\u3400-\u4dbf"  # CJK extension A
+    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\uac00-\ud7af"  # hangul syllables
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+)
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
+_CJK_RUN = re.compile(rf"[{_CJK}]")
+
+# Words that carry no topic (and the verbs questions are phrased with); dropped from queries only (they stay in the index, where
+# BM25's idf already weighs them near zero), which keeps OR-queries fast on big indexes.
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its itself
+just me more most my myself no nor not now of off on once only or other our ours ourselves out
+over own same she should so some such than that the their theirs them themselves then there
+these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves
+mean means meaning tell explain describe please know give list show find say says said
+""".split())  # noqa: SIM905 (the last line: how questions are asked, not what about)
+# Chinese function characters; a query bigram made only of these finds nothing specific.
+_CJK_STOP_CHARS = frozenset("的了是在和有也与及或就都而之其这那个为以于被把吗呢吧啊么什哪谁")
+_QUESTION_BIGRAMS = frozenset({"什么", "哪个", "哪些", "哪里", "多少", "怎么", "如何", "为什",
+                               "是什", "么时", "时候", "哪一", "是哪", "是谁", "为何"})
+
+
+def terms(text: str) -> list[str]:
+    """Example: terms("E-42 in 北京大学") == ["e", "42", "in", "北京", "京大", "大学"]"""
+    normal = unicodedata.normalize("NFKC", text).casefold()
+    out: list[str] = []
+    for match in _TOKEN.finditer(normal):
+        token = match.group()
+        if _CJK_RUN.match(token):
+            out.extend(cjk_bigrams(token))
+        else:
+            out.append(token)
+    return out
+
+
+def cjk_bigrams(run: str) -> list[str]:
+    """Example: cjk_bigrams("北京大学") == ["北京", "京大", "大学"]; one character stays one."""
+    if len(run) == 1:
+        return [run]
+    return [run[i:i + 2] for i in range(len(run) - 1)]
+
+
+def index_terms(text: str) -> str:
+    """The space-joined terms stored in the FTS5 row for a chunk."""
+    return " ".join(terms(text))
+
+
+def query_terms(query: str) -> list[str]:
+    """Distinct query terms in order, without stopwords (unless nothing else is left)."""
+    every = list(dict.fromkeys(terms(query)))
+    kept = [t for t in every if not _is_stop(t)]
+    return kept or every
+
+
+def _is_stop(term: str) -> bool:
+    if term in STOPWORDS or term in _QUESTION_BIGRAMS:
+        return True
+    return bool(_CJK_RUN.match(term)) and all(ch in _CJK_STOP_CHARS for ch in term)
+
+
+def match_expression(query_terms_: Sequence[str]) -> str:
+    """An FTS5 MATCH string that ORs the terms, each quoted so no term is read as syntax."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in query_terms_)
+
+
+def coverage(query_terms_: Sequence[str], present: set[str], weights: Mapping[str, float]
+             ) -> float:
+    """Share of the query's idf weight whose terms occur in the chunk (0..1)."""
+    total = sum(weights.get(t, 1.0) for t in query_terms_)
+    found = sum(weights.get(t, 1.0) for t in query_terms_ if t in present)
+    return found / total if total else 0.0
+
+
+class TermMatcher:
+    """FTS5's own stemmer in a private in-memory table: which query terms a few texts
+    contain, and the stemmed forms the vocabulary is keyed by (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize='{FTS5_TOKENIZER}')")
+        self._db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
+        self._lock = threading.Lock()
+
+    def stems(self, query_terms_: Sequence[str]) -> list[str]:
+        """Example: stems(["engines", "北京"]) == ["engin", "北京"]"""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM t")
+            self._db.execute("INSERT INTO t(rowid, x) VALUES (1, ?)", (" ".join(query_terms_),))
+            rows = self._db.execute("SELECT term, offset FROM v ORDER BY offset").fetchall()
+            self._db.execute("DELETE FROM t")
+        return [term for term, _ in rows]
+
+    def present(self, query_terms_: Sequence[str], texts: Mapping[int, str]
+                ) -> dict[int, set[str]]:
+        """For each text id, the query terms it contains after stemming."""
+        found: dict[int, set[str]] = {i: set() for i in texts}
+        if not query_terms_ or not texts:
+            return found
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM t")
+            self._db.executemany("INSERT INTO t(rowid, x) VALUES (?, ?)",
+                                 [(i, index_terms(text)) for i, text in texts.items()])
+            for term in query_terms_:
+                for (rowid,) in self._db.execute("SELECT rowid FROM t WHERE t MATCH ?",
+                                                 (match_expression([term]),)):
+                    found[int(rowid)].add(term)
+            self._db.execute("DELETE FROM t")
+        return found
+
+
+def idf(document_count: int, containing: int) -> float:
+    """BM25's idf (never negative): rare terms weigh most."""
+    return math.log(1.0 + (document_count - containing + 0.5) / (containing + 0.5))
