@@ -206,17 +206,16 @@ class Store:
             rows = connection.execute(text(sql), params)
             return [(int(i), -float(s)) for i, s in rows]
 
-    def term_chunk_counts(self, stems: Sequence[str]) -> tuple[int, dict[str, int]]:
-        """How many chunks there are, and how many contain each (stemmed) term."""
+    def term_chunk_counts(self, stems: Sequence[str]) -> dict[str, int]:
+        """How many chunks contain each (stemmed) term."""
         if not self.lexical or not stems:
-            return 0, {}
+            return {}
         with self.engine.connect() as connection:
-            total = connection.execute(text("SELECT count(*) FROM chunk_terms")).scalar() or 0
             rows = connection.execute(
                 text("SELECT term, doc FROM chunk_terms_vocab WHERE term IN "
                      "(SELECT value FROM json_each(:terms))"),
                 {"terms": json.dumps(list(stems))})
-            return int(total), {str(t): int(n) for t, n in rows}
+            return {str(t): int(n) for t, n in rows}
 
     def chunk_ids_of(self, document_ids: Sequence[int]) -> list[int]:
         with self.engine.connect() as connection:

@@ -31,8 +31,8 @@ _CJK = (
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 _CJK_RUN = re.compile(rf"[{_CJK}]")
 
-# Words that carry no topic (and the verbs questions are phrased with); dropped from queries only (they stay in the index, where
-# BM25's idf already weighs them near zero), which keeps OR-queries fast on big indexes.
+# Words that carry no topic (and the verbs questions are phrased with); dropped from
+# queries only (they stay in the index, where BM25's idf already weighs them near zero).
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further
@@ -43,6 +43,12 @@ these they this those through to too under until up very was we were what when w
 while who whom why will with would you your yours yourself yourselves
 mean means meaning tell explain describe please know give list show find say says said
 """.split())  # noqa: SIM905 (the last line: how questions are asked, not what about)
+# Terms found in more chunks than this are left out of BM25 recall (they still count in
+# coverage): FTS5 scores every posting of every query term, so on big collections these
+# few terms are most of the query's time (bench-retrieval, 200k chunks: p50 194 ms with
+# all terms, 20 ms with this cap), while their idf ranks almost nothing. Collections
+# under ~100k chunks rarely have such terms once stopwords are gone.
+COMMON_TERM_CHUNKS = 5000
 # Chinese function characters; a query bigram made only of these finds nothing specific.
 _CJK_STOP_CHARS = frozenset("的了是在和有也与及或就都而之其这那个为以于被把吗呢吧啊么什哪谁")
 _QUESTION_BIGRAMS = frozenset({"什么", "哪个", "哪些", "哪里", "多少", "怎么", "如何", "为什",
@@ -85,6 +91,17 @@ def _is_stop(term: str) -> bool:
     if term in STOPWORDS or term in _QUESTION_BIGRAMS:
         return True
     return bool(_CJK_RUN.match(term)) and all(ch in _CJK_STOP_CHARS for ch in term)
+
+
+def selective_terms(query_terms_: Sequence[str], counts: Sequence[int],
+                    limit: int = COMMON_TERM_CHUNKS) -> list[str]:
+    """Example: selective_terms(["cell", "zk7731"], [9000, 3]) == ["zk7731"]. The terms BM25
+    recall runs on: those in at most `limit` chunks; the two rarest if all are commoner."""
+    kept = [t for t, n in zip(query_terms_, counts, strict=True) if n <= limit]
+    if kept:
+        return kept
+    rarest = sorted(zip(counts, range(len(counts)), query_terms_, strict=True))[:2]
+    return [t for _, _, t in sorted(rarest, key=lambda item: item[1])]
 
 
 def match_expression(query_terms_: Sequence[str]) -> str:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
-from kbqa.domain import Chunk, Hit
+from kbqa.domain import Hit
 from kbqa.ingest.embed import Embedder
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import Store
 from kbqa.retrieval.dense import dense_search
 from kbqa.retrieval.filters import allowed_documents, validate_filters
-from kbqa.retrieval.fuse import dedupe, mmr, reciprocal_rank_fusion
-from kbqa.retrieval.lexical import TermMatcher, coverage, idf, match_expression, query_terms
+from kbqa.retrieval.fuse import RRF_K, dedupe, mmr, reciprocal_rank_fusion
+from kbqa.retrieval.lexical import (
+    TermMatcher,
+    coverage,
+    idf,
+    match_expression,
+    query_terms,
+    selective_terms,
+)
 from kbqa.settings import Settings
 
 
@@ -67,8 +74,14 @@ class Retriever:
         depth = max(k, self.options.fusion_depth)
         index = self._index()
         terms = query_terms(query)
-        lexical = (self._store.lexical_search(match_expression(terms), depth, documents)
-                   if mode != "dense" else [])
+        stems = self._matcher.stems(terms)
+        counts = self._store.term_chunk_counts(stems)
+        total = max(len(index), 1)
+        weights = {t: idf(total, counts.get(s, 0)) for t, s in zip(terms, stems, strict=False)}
+        lexical: list[tuple[int, float]] = []
+        if mode != "dense":
+            recall = selective_terms(terms, [counts.get(s, 0) for s in stems])
+            lexical = self._store.lexical_search(match_expression(recall), depth, documents)
         dense: list[tuple[int, float]] = []
         query_vector = None
         if mode != "lexical":
@@ -79,40 +92,37 @@ class Retriever:
             weights=[self.options.dense_weight, self.options.lexical_weight])
         pool = max(k * 3, self.options.rerank_depth if self._reranker else 0, 20)
         chunks = self._store.chunks_by_id(i for i, _ in fused[:pool])
-        ranked = [(chunks[i], score) for i, score in fused[:pool] if i in chunks]
-        ranked = dedupe(ranked, key=lambda pair: pair[0].text.strip(),
-                        group=lambda pair: pair[0].document_id,
+        ranked = [Hit(chunks[i], score) for i, score in fused[:pool] if i in chunks]
+        ranked = dedupe(ranked, key=lambda hit: hit.chunk.text.strip(),
+                        group=lambda hit: hit.chunk.document_id,
                         per_group=self.options.per_document)
-        hits = self._scored(query, terms, ranked, dict(dense), index, query_vector)
         if self._reranker is not None:
-            hits = rerank(query, hits, self._reranker, self.options.rerank_depth)
-        if self.options.mmr_lambda > 0 and len(hits) > k:
-            vectors = index.vectors([h.chunk.chunk_id for h in hits])
-            order = mmr([h.score for h in hits], vectors, k, self.options.mmr_lambda)
-            hits = [hits[i] for i in order]
-        return hits[:k]
+            ranked = rerank(query, ranked, self._reranker, self.options.rerank_depth)
+        if self.options.mmr_lambda > 0 and len(ranked) > k:
+            vectors = index.vectors([h.chunk.chunk_id for h in ranked])
+            relevance = [1.0 / (RRF_K + rank) for rank in range(len(ranked))]
+            ranked = [ranked[i] for i in mmr(relevance, vectors, k, self.options.mmr_lambda)]
+        return self._scored(query, terms, weights, ranked[:k], dict(dense), index, query_vector)
 
-    def _scored(self, query: str, terms: list[str], ranked: list[tuple[Chunk, float]],
-                similarity: dict[int, float], index: VectorIndex,
+    def _scored(self, query: str, terms: list[str], weights: dict[str, float],
+                hits: list[Hit], similarity: dict[int, float], index: VectorIndex,
                 query_vector: np.ndarray | None) -> list[Hit]:
-        """Hits with the absolute signals the answer step judges relevance by: the dense
-        cosine (computed for lexical-only finds too) and the idf-weighted term coverage."""
-        if not ranked:
+        """The hits with the absolute signals the answer step judges relevance by: the
+        dense cosine (computed for lexical-only finds too) and the idf-weighted share of
+        the query's terms found in the chunk."""
+        if not hits:
             return []
-        missing = [c.chunk_id for c, _ in ranked if c.chunk_id not in similarity]
+        missing = [h.chunk.chunk_id for h in hits if h.chunk.chunk_id not in similarity]
         if missing:
             if query_vector is None:
                 query_vector = self._embedder.encode_queries([query])[0]
             for chunk_id, vector in zip(missing, index.vectors(missing), strict=True):
                 similarity[chunk_id] = float(vector @ query_vector) if vector.any() else 0.0
-        stems = self._matcher.stems(terms)
-        total, counts = self._store.term_chunk_counts(stems)
-        weights = {t: idf(total, counts.get(s, 0)) for t, s in zip(terms, stems, strict=False)}
-        present = self._matcher.present(terms, {c.chunk_id: f"{c.heading}\n{c.text}"
-                                                for c, _ in ranked})
-        return [Hit(chunk, score, similarity=similarity[chunk.chunk_id],
-                    coverage=coverage(terms, present[chunk.chunk_id], weights))
-                for chunk, score in ranked]
+        present = self._matcher.present(terms, {h.chunk.chunk_id: f"{h.chunk.heading}\n"
+                                                f"{h.chunk.text}" for h in hits})
+        return [replace(h, similarity=similarity[h.chunk.chunk_id],
+                        coverage=coverage(terms, present[h.chunk.chunk_id], weights))
+                for h in hits]
 
 
 def rerank(query: str, hits: list[Hit], reranker: Reranker, depth: int) -> list[Hit]:

@@ -17,7 +17,7 @@ from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import DocumentRow, Store
 from kbqa.retrieval.filters import allowed_documents, validate_filters
 from kbqa.retrieval.fuse import dedupe, mmr, reciprocal_rank_fusion
-from kbqa.retrieval.lexical import query_terms, terms
+from kbqa.retrieval.lexical import query_terms, selective_terms, terms
 from kbqa.retrieval.retriever import rerank
 from kbqa.settings import DEFAULT_EMBEDDER
 from sqlalchemy import select, text
@@ -61,6 +61,12 @@ def test_terms_are_case_folded_words_and_cjk_bigrams() -> None:
     assert terms("北京大学的图书馆") == ["北京", "京大", "大学", "学的", "的图", "图书", "书馆"]
     assert terms("Ｗｉｄｅ 中") == ["wide", "中"]  # NFKC folds full-width forms
     assert terms("mixed 中文text") == ["mixed", "中文", "text"]
+
+
+def test_bm25_recall_skips_terms_found_almost_everywhere() -> None:
+    assert selective_terms(["cell", "zk", "7731"], [9000, 40, 2]) == ["zk", "7731"]
+    assert selective_terms(["cell", "study", "effect"], [9000, 7000, 8000]) == \
+        ["study", "effect"]
 
 
 def test_query_terms_drop_stopwords_but_never_everything() -> None:
