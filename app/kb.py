@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.domain import Answer, Hit, IngestReport, KbStats
-from kbqa.errors import IndexMissing, KbqaError
+from kbqa.errors import IndexMissing
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex, generation_path
 from kbqa.ingest.loaders import LoadOptions, load
@@ -26,6 +26,7 @@ from kbqa.ingest.pipeline import (
 from kbqa.ingest.store import Store, StoredDocument
 from kbqa.llm.answer import answer_stream, final_answer
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
+from kbqa.retrieval.filters import validate_filters
 from kbqa.retrieval.lexical import TermMatcher
 from kbqa.retrieval.rerank import CrossEncoderReranker
 from kbqa.retrieval.retriever import Reranker, RetrievalOptions, Retriever
@@ -48,6 +49,7 @@ class KnowledgeBase:
         self.vectors_dir = self.home / "vectors"
         self.store = Store(settings.db_url)
         self._embedder = embedder
+        self._embedder_given = embedder is not None
         self._generator = generator
         self._index: VectorIndex | None = None
         self._generation = -1
@@ -65,21 +67,26 @@ class KnowledgeBase:
         return self._embedder
 
     def _pick_embedder(self, paths: Sequence[str | os.PathLike[str]]) -> None:
-        """With embedder "auto", the first ingest reads a few of the files and picks by
-        their script; later ones keep the recorded choice."""
-        if (self._embedder is not None or self.settings.embedder != AUTO_EMBEDDER
+        """With embedder "auto", the ingests before the first stored chunk read a few of the
+        files and pick by their script; once vectors exist, the recorded choice stays."""
+        if (self._embedder_given or self.settings.embedder != AUTO_EMBEDDER
                 or self.store.get_meta("embedder") is not None):
             return
         files, _, _ = discover(paths)
         sample: list[str] = []
         options = LoadOptions(passwords=self.settings.pdf_passwords)
+        limit = self.settings.max_file_mb * 1024 * 1024
         for path in files[:SCRIPT_SAMPLE_FILES]:
             try:
+                if path.stat().st_size > limit:
+                    continue
                 document = load(path, options)
-            except (KbqaError, OSError, ValueError):
+            except Exception:
                 continue
             sample.extend(section.text[:4000] for section in document.sections[:20])
         choice = choose_embedder(sample)
+        if self._embedder is not None and self._embedder.name == choice:
+            return
         log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
                  "set KBQA_EMBEDDER to choose yourself)", choice)
         self._embedder = make_embedder(choice, threads=self.settings.threads)
@@ -128,7 +135,9 @@ class KnowledgeBase:
     def _writing(self) -> Iterator[IngestState]:
         """The writer lock and the index state a write advances; kept even if it fails."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
-            index = self.index()
+            # The writer changes a copy: searches in other threads keep reading the
+            # committed index, never one that is being modified under them.
+            index = self.index().copy()
             state = IngestState(index=index, generation=self._generation,
                                 folder=self.vectors_dir,
                                 ann_threshold=self.settings.ann_threshold)
@@ -171,6 +180,7 @@ class KnowledgeBase:
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,
                mode: str = "hybrid") -> list[Hit]:
         """Hybrid BM25 + dense search; `mode` "dense" or "lexical" for one side alone."""
+        validate_filters(filters)
         if self.is_empty():
             return []
         check_embedder(self.store, self.embedder)

@@ -116,8 +116,13 @@ class SentenceTransformerEmbedder:
         self.dim: int = int(dim)
         self.max_tokens: int = int(self._model.max_seq_length or 512)
         prompts = getattr(self._model, "prompts", None) or {}
-        self._query_prompt = "query" if "query" in prompts else None
-        self._passage_prompt = next((p for p in ("document", "passage") if p in prompts), None)
+        self._query_prompt = "query" if prompts.get("query") else None
+        self._passage_prompt = next((p for p in ("document", "passage") if prompts.get(p)),
+                                    None)
+        if self._query_prompt or self._passage_prompt:
+            # Vectors made with prompts differ from those made without: a knowledge base
+            # built before kbqa used them must be rebuilt, and the name says so.
+            self.name += " (with prompts)"
         self.batch_size = batch_size
         # Chunking counts tokens in the ingest's staging thread while encode() tokenizes in
         # the main one; a Rust tokenizer used from two threads at once fails ("Already

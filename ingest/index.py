@@ -45,6 +45,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    def copy(self) -> VectorIndex:
+        return VectorIndex(self.dim, faiss.clone_index(self._index))
+
     @property
     def kind(self) -> str:
         return f"ivf{self._ivf.nlist}" if self._ivf is not None else "flat"

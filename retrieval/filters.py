@@ -64,9 +64,8 @@ def _moment(key: str, value: Any) -> datetime:
 def matches(document: StoredDocument, filters: Mapping[str, Any]) -> bool:
     """Example: matches(doc_at("/d/a.pdf"), {"path": "*.pdf"}) is True"""
     pattern = filters.get("path")
-    if pattern and not (fnmatch(document.path, pattern)
-                        or fnmatch(PurePath(document.path).name, pattern)
-                        or fnmatch(document.file or document.path, pattern)):
+    if pattern and not any(_path_matches(p, pattern)
+                           for p in {document.path, document.file or document.path}):
         return False
     kind = filters.get("type")
     if kind and PurePath(document.path).suffix.lower().lstrip(".") != kind \
@@ -78,6 +77,17 @@ def matches(document: StoredDocument, filters: Mapping[str, Any]) -> bool:
     if "since" in filters and stamp < filters["since"]:
         return False
     return not ("until" in filters and stamp > filters["until"])
+
+
+def _path_matches(path: str, pattern: str) -> bool:
+    """A glob on the whole path, the file name, or (relative patterns like "contracts/*")
+    the path's last parts."""
+    if fnmatch(path, pattern) or fnmatch(PurePath(path).name, pattern):
+        return True
+    try:
+        return not PurePath(pattern).is_absolute() and PurePath(path).match(pattern)
+    except ValueError:  # an empty or odd pattern
+        return False
 
 
 def allowed_documents(documents: Sequence[StoredDocument], filters: Mapping[str, Any]

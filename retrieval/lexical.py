@@ -111,7 +111,9 @@ def match_expression(query_terms_: Sequence[str]) -> str:
 
 def coverage(query_terms_: Sequence[str], present: set[str], weights: Mapping[str, float]
              ) -> float:
-    """Share of the query's idf weight whose terms occur in the chunk (0..1)."""
+    """Share of the query's idf weight whose terms occur in the chunk (0..1); 0 for a
+    query of stopwords only ("what is this about?" matches everything, so nothing)."""
+    query_terms_ = [t for t in query_terms_ if not _is_stop(t)]
     total = sum(weights.get(t, 1.0) for t in query_terms_)
     found = sum(weights.get(t, 1.0) for t in query_terms_ if t in present)
     return found / total if total else 0.0
@@ -128,13 +130,18 @@ class TermMatcher:
         self._lock = threading.Lock()
 
     def stems(self, query_terms_: Sequence[str]) -> list[str]:
-        """Example: stems(["engines", "北京"]) == ["engin", "北京"]"""
+        """Example: stems(["engines", "北京", "・"]) == ["engin", "北京", ""]; one per term,
+        "" where FTS5 finds no token in it (so it cannot be matched)."""
         with self._lock, self._db:
             self._db.execute("DELETE FROM t")
-            self._db.execute("INSERT INTO t(rowid, x) VALUES (1, ?)", (" ".join(query_terms_),))
-            rows = self._db.execute("SELECT term, offset FROM v ORDER BY offset").fetchall()
+            self._db.executemany("INSERT INTO t(rowid, x) VALUES (?, ?)",
+                                 [(i + 1, term) for i, term in enumerate(query_terms_)])
+            rows = self._db.execute("SELECT doc, term FROM v ORDER BY doc, offset").fetchall()
             self._db.execute("DELETE FROM t")
-        return [term for term, _ in rows]
+        stems: dict[int, str] = {}
+        for doc, term in rows:
+            stems.setdefault(int(doc), term)
+        return [stems.get(i + 1, "") for i in range(len(query_terms_))]
 
     def present(self, query_terms_: Sequence[str], texts: Mapping[int, str]
                 ) -> dict[int, set[str]]:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from kbqa.domain import Hit
+from kbqa.errors import SettingError
 from kbqa.ingest.embed import Embedder
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import Store
@@ -23,6 +24,8 @@ from kbqa.retrieval.lexical import (
     selective_terms,
 )
 from kbqa.settings import Settings
+
+SEARCH_MODES = ("hybrid", "dense", "lexical")
 
 
 class Reranker(Protocol):
@@ -65,6 +68,8 @@ class Retriever:
     def search(self, query: str, k: int = 10, filters: Mapping[str, Any] | None = None,
                *, mode: str = "hybrid") -> list[Hit]:
         """`mode`: "hybrid" (default), "dense" or "lexical" (for comparisons)."""
+        if mode not in SEARCH_MODES:
+            raise SettingError(f"search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
         wanted = validate_filters(filters)
         if not query.strip() or k <= 0:
             return []
@@ -73,11 +78,13 @@ class Retriever:
             return []
         depth = max(k, self.options.fusion_depth)
         index = self._index()
-        terms = query_terms(query)
-        stems = self._matcher.stems(terms)
+        # Terms FTS5 reads no token in (a lone "・") can match nothing: drop them.
+        every = query_terms(query)
+        pairs = [(t, s) for t, s in zip(every, self._matcher.stems(every), strict=True) if s]
+        terms, stems = [t for t, _ in pairs], [s for _, s in pairs]
         counts = self._store.term_chunk_counts(stems)
         total = max(len(index), 1)
-        weights = {t: idf(total, counts.get(s, 0)) for t, s in zip(terms, stems, strict=False)}
+        weights = {t: idf(total, counts.get(s, 0)) for t, s in pairs}
         lexical: list[tuple[int, float]] = []
         if mode != "dense":
             recall = selective_terms(terms, [counts.get(s, 0) for s in stems])

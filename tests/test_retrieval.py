@@ -253,6 +253,20 @@ def test_removing_a_document_clears_it_from_both_indexes(make_kb, tmp_path: Path
     assert terms_rows == kb.store.counts()[1] == len(kb.index()) == len(FAULTS) - 2
 
 
+def test_odd_queries_and_relative_path_filters(make_kb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest(write_faults(tmp_path / "faults"))
+    for query in ("Tom・Cruise", "・", '"QX*" NEAR(a b) col:x', "?!", "what is it"):
+        for hit in kb.search(query, k=3):
+            assert hit.coverage == 0.0  # nothing in these queries is in the documents
+    assert kb.search("QX-88221", k=1, filters={"path": "faults/*88221*"})[0].chunk.text \
+        .startswith("Pump fault code QX-88221")
+    with pytest.raises(SettingError, match="search mode"):
+        kb.search("pump", mode="Dense")
+    with pytest.raises(SettingError, match="unknown search filter"):
+        make_kb("empty").search("pump", filters={"author": "me"})
+
+
 def test_large_knowledge_base_moves_to_ivf_and_still_finds_things(make_kb, tmp_path: Path
                                                                   ) -> None:
     kb = make_kb(ann_threshold=6)
