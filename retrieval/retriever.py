@@ -36,14 +36,14 @@ class Reranker(Protocol):
 
 @dataclass(frozen=True)
 class RetrievalOptions:
-    """The ranking knobs of Settings (see there for what each does)."""
+    """The ranking knobs of Settings (see there for what each does and the defaults)."""
 
-    fusion_depth: int = 100
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
-    per_document: int = 0
-    mmr_lambda: float = 0.0
-    rerank_depth: int = 20
+    fusion_depth: int
+    dense_weight: float
+    lexical_weight: float
+    per_document: int
+    mmr_lambda: float
+    rerank_depth: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetrievalOptions:
@@ -61,7 +61,7 @@ class Retriever:
         self._store = store
         self._embedder = embedder
         self._index = index
-        self.options = options or RetrievalOptions()
+        self.options = options or RetrievalOptions.from_settings(Settings())
         self._matcher = matcher or TermMatcher()
         self._reranker = reranker
 
