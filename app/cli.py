@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kbqa.errors import KbqaError
+from kbqa.settings import SEARCH_MODES
 
 if TYPE_CHECKING:
     from kbqa.kb import KnowledgeBase
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="path=GLOB, type=pdf, since=2026-01-01 or until=2026-06-30 "
                              "(ingestion date); repeatable")
-    search.add_argument("--mode", choices=("hybrid", "dense", "lexical"), default="hybrid",
+    search.add_argument("--mode", choices=SEARCH_MODES, default="hybrid",
                         help="hybrid (default): BM25 and embeddings fused; or one of them")
     search.add_argument("--json", action="store_true", help="print hits as JSON")
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin, get_type_hints
 
 from kbqa.errors import SettingError
 
@@ -16,6 +16,8 @@ SMALL_CHAT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 MULTILINGUAL_EMBEDDER = "use-multilingual-v3"
 AUTO_EMBEDDER = "auto"
+# What `search(..., mode=)` and `kbqa search --mode` accept; hybrid is the default.
+SEARCH_MODES = ("hybrid", "dense", "lexical")
 
 
 def default_data_dir() -> Path:
@@ -88,37 +90,9 @@ class Settings:
         return replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
 
 
-_TYPES: dict[str, type] = {
-    "home": Path,
-    "models_dir": Path,
-    "model": str,
-    "embedder": str,
-    "n_gpu_layers": int,
-    "n_ctx": int,
-    "threads": int,
-    "chunk_tokens": int,
-    "chunk_overlap": int,
-    "top_k": int,
-    "min_score": float,
-    "min_coverage": float,
-    "fusion_depth": int,
-    "dense_weight": float,
-    "lexical_weight": float,
-    "per_document": int,
-    "mmr_lambda": float,
-    "reranker": str,
-    "rerank_depth": int,
-    "ann_threshold": int,
-    "context_tokens": int,
-    "max_answer_tokens": int,
-    "temperature": float,
-    "seed": int,
-    "max_file_mb": int,
-    "database_url": str,
-    "lock_timeout_s": float,
-    "commit_every_s": float,
-    "pdf_passwords": tuple,
-}
+# Each setting's type, read from the dataclass's annotations (tuple[str, ...] -> tuple).
+_TYPES: dict[str, type] = {name: get_origin(hint) or hint
+                           for name, hint in get_type_hints(Settings).items()}
 _POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens",
              "fusion_depth", "rerank_depth"}
 _NON_NEGATIVE = {"dense_weight", "lexical_weight", "per_document", "ann_threshold",

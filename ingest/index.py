@@ -138,8 +138,7 @@ class VectorIndex:
 
 
 def _as_ivf(index: faiss.Index) -> faiss.IndexIVF | None:
-    candidate = faiss.try_extract_index_ivf(index)
-    return candidate if candidate is not None else None
+    return faiss.try_extract_index_ivf(index)
 
 
 def _lists_for(count: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.domain import Chunk, ChunkDraft
-from kbqa.retrieval.lexical import FTS5_TOKENIZER, TERMS_VERSION, index_terms
+from kbqa.retrieval.lexical import FTS5_TOKENIZER, TERMS_VERSION, index_terms, searchable
 from sqlalchemy import (
     DateTime,
     ForeignKey,
@@ -151,7 +151,7 @@ class Store:
                                    .execution_options(yield_per=2000))
             batch: list[dict[str, Any]] = []
             for chunk_id, heading, body in rows:
-                batch.append({"id": chunk_id, "terms": _chunk_terms(heading, body)})
+                batch.append(_terms_row(chunk_id, heading, body))
                 if len(batch) >= 2000:
                     _insert_terms(session, batch)
                     batch = []
@@ -316,13 +316,12 @@ class Store:
         session.add_all(rows)
         session.flush()
         if session.get_bind().dialect.name == "sqlite":
-            _insert_terms(session, [{"id": r.id, "terms": _chunk_terms(r.heading, r.text)}
-                                    for r in rows])
+            _insert_terms(session, [_terms_row(r.id, r.heading, r.text) for r in rows])
         return [r.id for r in rows]
 
 
-def _chunk_terms(heading: str, body: str) -> str:
-    return index_terms(f"{heading}\n{body}" if heading else body)
+def _terms_row(chunk_id: int, heading: str, body: str) -> dict[str, Any]:
+    return {"id": chunk_id, "terms": index_terms(searchable(heading, body))}
 
 
 def _insert_terms(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -68,6 +68,16 @@ def terms(text: str) -> list[str]:
     return out
 
 
+def is_cjk(ch: str) -> bool:
+    """Example: is_cjk("京") is True; is_cjk("a") is False."""
+    return bool(_CJK_RUN.match(ch))
+
+
+def searchable(heading: str, body: str) -> str:
+    """The text of a chunk that lexical search sees: its heading path, then its body."""
+    return f"{heading}\n{body}" if heading else body
+
+
 def cjk_bigrams(run: str) -> list[str]:
     """Example: cjk_bigrams("北京大学") == ["北京", "京大", "大学"]; one character stays one."""
     if len(run) == 1:

@@ -21,11 +21,10 @@ from kbqa.retrieval.lexical import (
     idf,
     match_expression,
     query_terms,
+    searchable,
     selective_terms,
 )
-from kbqa.settings import Settings
-
-SEARCH_MODES = ("hybrid", "dense", "lexical")
+from kbqa.settings import SEARCH_MODES, Settings
 
 
 class Reranker(Protocol):
@@ -125,8 +124,8 @@ class Retriever:
                 query_vector = self._embedder.encode_queries([query])[0]
             for chunk_id, vector in zip(missing, index.vectors(missing), strict=True):
                 similarity[chunk_id] = float(vector @ query_vector) if vector.any() else 0.0
-        present = self._matcher.present(terms, {h.chunk.chunk_id: f"{h.chunk.heading}\n"
-                                                f"{h.chunk.text}" for h in hits})
+        present = self._matcher.present(
+            terms, {h.chunk.chunk_id: searchable(h.chunk.heading, h.chunk.text) for h in hits})
         return [replace(h, similarity=similarity[h.chunk.chunk_id],
                         coverage=coverage(terms, present[h.chunk.chunk_id], weights))
                 for h in hits]
