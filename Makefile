@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval lint clean llama-wheel
+.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-answer lint clean llama-wheel
 
 help: ## show this help
 	@echo "kbqa: private question answering over your own documents"
@@ -65,6 +65,9 @@ bench-ingest: setup ## SciFact ingest vs the embedder's floor, re-ingest, RSS, p
 
 bench-retrieval: setup ## SciFact nDCG@10/R@100, CMRC R@1/@5 (BM25, dense, hybrid), latency at 200k chunks
 	$(BIN)/python bench/retrieval.py $(ARGS)
+
+bench-answer: setup ## SQuAD/CMRC answers: EM, F1, citation precision, refusals, TTFT vs the llama.cpp floor
+	$(BIN)/python bench/answer.py $(ARGS)
 
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check app ingest retrieval llm tests bench

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kbqa.domain import Answer
 from kbqa.errors import KbqaError
 from kbqa.settings import SEARCH_MODES
 
@@ -23,6 +24,7 @@ EPILOG = """examples:
   python -m kbqa ingest --password s3cret report.pdf    an encrypted PDF
   python -m kbqa remove docs/old/           forget files or folders (instant, no re-embedding)
   python -m kbqa ask "Where was Iwan Roberts born?"
+  python -m kbqa chat                       a conversation: follow-ups know the earlier turns
   python -m kbqa search "warranty period" -k 5
   python -m kbqa serve --port 8501          the browser chat on http://127.0.0.1:8501
 
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer a question from the documents, with sources")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the Answer as JSON")
+
+    sub.add_parser("chat", help="a conversation in the terminal (follow-up questions work); "
+                               "an empty line or Ctrl-D ends it")
 
     search = sub.add_parser("search", help="show the passages most relevant to a query")
     search.add_argument("query")
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return _remove(kb, args)
         if args.command == "ask":
             return _ask(kb, args)
+        if args.command == "chat":
+            return _chat(kb)
         if args.command == "search":
             return _search(kb, args)
         return _status(kb)
@@ -146,21 +153,41 @@ def _remove(kb: KnowledgeBase, args: argparse.Namespace) -> int:
 
 
 def _ask(kb: KnowledgeBase, args: argparse.Namespace) -> int:
-    from kbqa.domain import Answer
+    if args.json:
+        print(json.dumps(asdict(kb.ask(args.question)), ensure_ascii=False, indent=2))
+        return 0
+    return 0 if _answer(kb, args.question, []) is not None else 1
 
+
+def _chat(kb: KnowledgeBase) -> int:
+    history: list[dict[str, str]] = []
+    print("Ask about your documents; follow-up questions know the earlier turns. "
+          "An empty line ends the chat.")
+    while True:
+        try:
+            question = input("\n? ").strip()
+        except EOFError:
+            return 0
+        if not question:
+            return 0
+        final = _answer(kb, question, history)
+        if final is not None:
+            history += [{"role": "user", "content": question},
+                        {"role": "assistant", "content": final.text}]
+
+
+def _answer(kb: KnowledgeBase, question: str, history: list[dict[str, str]]) -> Answer | None:
+    """Stream one answer to the terminal, then its checked text and sources."""
     final = None
     streamed = ""
-    for item in kb.ask_stream(args.question):
+    for item in kb.ask_stream(question, history=history):
         if isinstance(item, Answer):
             final = item
-        elif not args.json:
+        else:
             streamed += item
             print(item, end="", flush=True)
     if final is None:
-        return 1
-    if args.json:
-        print(json.dumps(asdict(final), ensure_ascii=False, indent=2))
-        return 0
+        return None
     shown = streamed.strip()
     if final.text.startswith(shown):
         print(final.text[len(shown):])  # e.g. the closest sources after a refusal
@@ -172,7 +199,7 @@ def _ask(kb: KnowledgeBase, args: argparse.Namespace) -> int:
             place = cite.location or (f"page {cite.page}" if cite.page else "")
             where = f", {place}" if place else ""
             print(f"[{number}] {cite.source}{where}\n    “{cite.quote}”")
-    return 0
+    return final
 
 
 def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:

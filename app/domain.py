@@ -91,6 +91,28 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Source:
+    """One numbered source given to the model: a retrieved chunk, or neighbouring chunks of
+    one document merged (their overlap said once). `hits` are in document order."""
+
+    hits: tuple[Hit, ...]
+    text: str
+
+    @property
+    def chunk(self) -> Chunk:
+        return self.hits[0].chunk
+
+    @property
+    def score(self) -> float:
+        return max(h.score for h in self.hits)
+
+    def chunk_with(self, quote: str) -> Chunk:
+        """The merged chunk a quote comes from (the first when it spans two)."""
+        probe = quote.strip("…")[:60]
+        return next((h.chunk for h in self.hits if probe in h.chunk.text), self.chunk)
+
+
+@dataclass(frozen=True)
 class Citation:
     """A source the answer rests on; `quote` is the supporting passage from the chunk."""
 
@@ -104,12 +126,17 @@ class Citation:
 
 @dataclass(frozen=True)
 class Answer:
-    """What `ask` returns. `grounded` is False when the documents do not answer the question."""
+    """What `ask` returns. `grounded` is False when the documents do not answer the question;
+    `unsupported` holds the sentences of the model's answer that no source supports (shown
+    flagged, never as fact); `search_query` is what was searched (a follow-up rewritten to
+    stand alone)."""
 
     text: str
     citations: list[Citation] = field(default_factory=list)
     grounded: bool = False
     question: str = ""
+    unsupported: list[str] = field(default_factory=list)
+    search_query: str = ""
 
 
 @dataclass(frozen=True)

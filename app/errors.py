@@ -29,3 +29,7 @@ class IngestLocked(KbqaError):
 
 class SettingError(KbqaError):
     """A setting (or KBQA_* variable) has a value kbqa cannot use."""
+
+
+class PromptTooLong(KbqaError):
+    """A question that, with the instructions alone, does not fit the model's context."""

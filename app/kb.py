@@ -24,8 +24,10 @@ from kbqa.ingest.pipeline import (
     remove_paths,
 )
 from kbqa.ingest.store import Store, StoredDocument
-from kbqa.llm.answer import answer_stream, final_answer
+from kbqa.llm.answer import answer_stream, condense_question, final_answer
+from kbqa.llm.citations import embedding_similarity
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
+from kbqa.llm.prompts import prefix
 from kbqa.retrieval.filters import validate_filters
 from kbqa.retrieval.lexical import TermMatcher
 from kbqa.retrieval.rerank import CrossEncoderReranker
@@ -193,14 +195,26 @@ class KnowledgeBase:
 
     def ask_stream(self, question: str, *, history: Sequence[Message] | None = None
                    ) -> Iterator[str | Answer]:
-        """Text pieces as the model writes them, then the final checked Answer."""
+        """Text pieces as the model writes them, then the final checked Answer. With a
+        history, the question is first rewritten to stand alone for the search."""
         if self.is_empty():
             raise IndexMissing(
                 f"the knowledge base at {self.home} has no documents yet: add some with "
                 "`make ingest DIR=path/to/docs` (or the upload box in the chat)"
             )
-        hits = self.search(question, k=max(self.settings.top_k * 2, 8))
-        yield from answer_stream(question, hits, self.generator, self.settings, history or ())
+        query = condense_question(question, history or (), self.generator)
+        hits = self.search(query, k=max(self.settings.top_k * 2, 8))
+        yield from answer_stream(question, hits, self.generator, self.settings, history or (),
+                                 embedding_similarity(self.embedder.encode), search_query=query,
+                                 floor=self.settings.relevance_floor(self.embedder.name))
+
+    def warm_up(self) -> None:
+        """Load the embedder, the vectors and the chat model, and evaluate the prompt's fixed
+        instructions, so that the first question is as fast as the next (the chat calls this
+        while it shows its loading spinner)."""
+        self.index()
+        self.embedder.encode(["warm-up"])
+        self.generator.warm(prefix())
 
     def ask(self, question: str, *, history: Sequence[Message] | None = None) -> Answer:
         return final_answer(self.ask_stream(question, history=history))

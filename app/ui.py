@@ -13,9 +13,15 @@ from kbqa.ingest.loaders import supported_suffixes
 ACCEPTED = [suffix.lstrip(".") for suffix in supported_suffixes()]
 
 
-@st.cache_resource(show_spinner="Loading the knowledge base…")
+@st.cache_resource(show_spinner="Loading the knowledge base and the models…")
 def knowledge_base() -> kbqa.KnowledgeBase:
-    return kbqa.open_kb()
+    kb = kbqa.open_kb()
+    if not kb.is_empty():
+        try:
+            kb.warm_up()  # the first answer then starts as fast as the next
+        except KbqaError as exc:  # documents can still be added and listed without a model
+            st.warning(str(exc))
+    return kb
 
 
 def source_line(number: int, cite: Citation) -> str:
@@ -37,8 +43,17 @@ def show_sources(answer: Answer) -> None:
 def show_answer(answer: Answer) -> None:
     if answer.grounded:
         st.markdown(answer.text)
+        if answer.unsupported:
+            st.caption(f"{len(answer.unsupported)} sentence(s) marked \"not supported by the "
+                       "documents\": no passage backs them, treat them with caution.")
     else:
         st.warning(answer.text, icon="🔎")
+        if answer.unsupported:
+            with st.expander("What the model wrote (no passage in the documents supports it)"):
+                for sentence in answer.unsupported:
+                    st.markdown(f"- {sentence}")
+    if answer.search_query and answer.search_query != answer.question:
+        st.caption(f"Searched for: {answer.search_query}")
     show_sources(answer)
 
 

@@ -2,97 +2,201 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from kbqa.domain import Answer, Hit
-from kbqa.llm.citations import check_citations, is_refusal, strip_markers
-from kbqa.llm.context import pack_hits, source_budget
+from kbqa.domain import Answer, Chunk, Hit, Source
+from kbqa.errors import PromptTooLong
+from kbqa.llm.citations import (
+    UNSUPPORTED_FLAG,
+    Similarity,
+    check_citations,
+    parse_markers,
+    refuses,
+    strip_markers,
+    terms,
+)
+from kbqa.llm.context import focus_sources, source_budget
 from kbqa.llm.model import Generator, Message
 from kbqa.llm.prompts import (
     CLOSEST,
+    CONDENSE_START,
     REFUSAL,
-    SYSTEM,
-    UNVERIFIED,
     build_messages,
+    condense_messages,
     detect_language,
     source_label,
 )
 from kbqa.settings import Settings
 
 MAX_HISTORY_TURNS = 6
+CONDENSE_TURNS = 4  # messages shown to the model when rewriting a follow-up
+CONDENSE_CHARS = 600  # of each, enough for the names a follow-up refers to
+CONDENSE_TOKENS = 64
 
 
-def refusal_text(lang: str, near: Sequence[Hit]) -> str:
+def refusal_text(lang: str, near: Sequence[Chunk]) -> str:
     """The honest answer, naming where the closest material is.
 
     Example: refusal_text("en", []) == "The documents don't say."
     """
-    labels = list(dict.fromkeys(source_label(h) for h in near))[:3]
+    labels = list(dict.fromkeys(source_label(c) for c in near))[:3]
     if not labels:
         return REFUSAL[lang]
-    sep = "、" if lang == "zh" else ", "
-    colon = "：" if lang == "zh" else ": "
-    return f"{REFUSAL[lang]} {CLOSEST[lang]}{colon}{sep.join(labels)}."
+    if lang == "zh":
+        return f"{REFUSAL[lang]}{CLOSEST[lang]}：{'；'.join(labels)}。"
+    return f"{REFUSAL[lang]} {CLOSEST[lang]}: {'; '.join(labels)}."
 
 
 def recent_history(history: Sequence[Message], budget: int,
                    count_tokens: Callable[[str], int]) -> list[Message]:
-    """The latest turns that fit in `budget` tokens, oldest first."""
+    """The latest whole exchanges (a question and its answer) that fit in `budget` tokens,
+    oldest first: chat templates that insist on alternating roles get them."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in history
+             if m.get("role") in ("user", "assistant") and m.get("content")]
     kept: list[Message] = []
     used = 0
-    for message in reversed(list(history)[-2 * MAX_HISTORY_TURNS:]):
-        if message.get("role") not in ("user", "assistant") or not message.get("content"):
-            continue
+    for message in reversed(turns[-2 * MAX_HISTORY_TURNS:]):
         cost = count_tokens(message["content"]) + 8
         if used + cost > budget:
             break
-        kept.insert(0, {"role": message["role"], "content": message["content"]})
+        kept.insert(0, message)
         used += cost
-    return kept
+    pairs = [kept[i:i + 2] for i in range(len(kept) - 1)
+             if kept[i]["role"] == "user" and kept[i + 1]["role"] == "assistant"]
+    return [message for pair in pairs for message in pair]
+
+
+def relevant_hits(hits: Sequence[Hit], floor: float) -> list[Hit]:
+    """Hits close enough in meaning and holding enough of the question's rarer terms: the
+    sum of the two separates questions the documents answer from those they don't better
+    than either alone (bench/answer.py's held-out calibration)."""
+    return [h for h in hits if h.similarity + h.coverage >= floor]
+
+
+def fit_prompt(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
+               lang: str, history: Sequence[Message] = (), focus: str = ""
+               ) -> tuple[list[Message], list[Source]]:
+    """The prompt and its sources, counted with the model's tokenizer and chat template so
+    that prompt + answer always fit n_ctx. The sources come first; the newest history turns
+    that still fit go in after them; `focus` (default: the question) chooses sentences."""
+    reserve = settings.max_answer_tokens
+    bare = generator.count_prompt(build_messages(question, [], lang))
+    if bare + reserve > generator.n_ctx:
+        raise PromptTooLong(
+            f"the instructions and the question take {bare} tokens and {reserve} are kept for "
+            f"the answer, more than the model's context of {generator.n_ctx}: shorten the "
+            "question, raise KBQA_N_CTX or lower KBQA_MAX_ANSWER_TOKENS"
+        )
+    budget = source_budget(generator.n_ctx, reserve, bare, settings.context_tokens)
+    sources = focus_sources(hits, focus or question, generator.count_tokens, budget,
+                            settings.top_k)
+    turns = recent_history(history, history_budget(generator.n_ctx, reserve),
+                           generator.count_tokens)
+    while True:
+        messages = build_messages(question, sources, lang, turns)
+        if generator.count_prompt(messages) + reserve <= generator.n_ctx or not (
+                turns or sources):
+            return messages, sources
+        if turns:  # the template's own tokens per turn were not in the estimate
+            turns = turns[2:]
+        else:
+            sources = sources[:-1]
+
+
+def history_budget(n_ctx: int, max_answer_tokens: int) -> int:
+    """Tokens of conversation history a prompt may carry: a quarter of what the answer
+    leaves."""
+    return max(0, n_ctx - max_answer_tokens) // 4
+
+
+def condense_question(question: str, history: Sequence[Message], generator: Generator
+                      ) -> str:
+    """A follow-up rewritten to stand alone, for retrieval ("and the second one?" ->
+    "What is the second ...?"); without history, the question itself; when the rewrite is
+    unusable (empty, a refusal, far too long), the last question joined to this one."""
+    turns = [m for m in history if m.get("role") in ("user", "assistant") and m.get("content")]
+    if not turns:
+        return question
+    last_user = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+    fallback = f"{last_user} {question}".strip()
+    lang = detect_language(question)
+    shown = [{"role": m["role"], "content": strip_markers(m["content"])[:CONDENSE_CHARS]}
+             for m in turns[-CONDENSE_TURNS:]]
+    messages = condense_messages(question, shown, lang)
+    while generator.count_prompt(messages) + CONDENSE_TOKENS > generator.n_ctx:
+        if len(shown) <= 1:
+            return fallback  # too long to rewrite; the answer step reports what to do
+        shown = shown[1:]
+        messages = condense_messages(question, shown, lang)
+    text = "".join(generator.stream_chat(messages, max_tokens=CONDENSE_TOKENS, temperature=0,
+                                         reply_start=CONDENSE_START[lang]))
+    first_line = next((line.strip() for line in text.strip().splitlines() if line.strip()), "")
+    rewritten = re.sub(r"^[*_\s]*(?:rewritten question|standalone question|last question|"
+                       r"question|改写后的问题|最后的问题|问题)[*_\s]*[:：][*_\s]*", "",
+                       first_line, flags=re.IGNORECASE).strip().strip('"“”*')
+    if (not rewritten or refuses(rewritten) or parse_markers(rewritten)
+            or len(rewritten) > 4 * len(question) + 200
+            or not keeps_new_terms(question, last_user, rewritten)):
+        return fallback
+    return rewritten
+
+
+def keeps_new_terms(question: str, previous: str, rewritten: str) -> bool:
+    """False when a rewrite drops everything the follow-up added to the previous question,
+    the small models' usual slip of repeating the previous question.
+
+    Example: keeps_new_terms("And when does it close?", "When does it open?",
+                             "When does it open?") is False
+    """
+    new = terms(question) - terms(previous)
+    return not new or bool(new & terms(rewritten))
 
 
 def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
-                  settings: Settings, history: Sequence[Message] = ()
-                  ) -> Iterator[str | Answer]:
-    """Yield text pieces as the model writes them, then the checked Answer."""
+                  settings: Settings, history: Sequence[Message] = (),
+                  similarity: Similarity | None = None, search_query: str = "",
+                  floor: float | None = None) -> Iterator[str | Answer]:
+    """Yield text pieces as the model writes them, then the checked Answer. `floor` is the
+    relevance below which no model is called (default: settings.relevance_floor)."""
     lang = detect_language(question)
-    relevant = [h for h in hits if h.similarity >= settings.min_score
-                or h.coverage >= settings.min_coverage]
+
+    def refuse(near: Sequence[Chunk], unsupported: Sequence[str] = ()) -> Answer:
+        return Answer(text=refusal_text(lang, near), grounded=False, question=question,
+                      unsupported=list(unsupported), search_query=search_query)
+
+    relevant = relevant_hits(hits, settings.relevance_floor("") if floor is None else floor)
     if not relevant:  # nothing relevant: no model call, no invented answer
-        text = refusal_text(lang, hits)
-        yield text
-        yield Answer(text=text, citations=[], grounded=False, question=question)
+        final = refuse([h.chunk for h in hits])
+        yield final.text
+        yield final
         return
-    count = generator.count_tokens
-    room = generator.n_ctx - settings.max_answer_tokens
-    turns = recent_history(history, room // 4, count)
-    fixed = count(SYSTEM[lang]) + count(question) + sum(count(m["content"]) + 8 for m in turns)
-    budget = source_budget(generator.n_ctx, settings.max_answer_tokens, fixed,
-                           settings.context_tokens)
-    packed = pack_hits(relevant, count, budget, settings.top_k)
-    if not packed:
-        text = refusal_text(lang, relevant)
-        yield text
-        yield Answer(text=text, citations=[], grounded=False, question=question)
+    # Sentences are chosen by the words of the question and, for a follow-up, of its rewrite.
+    focus = question if search_query in ("", question) else f"{question} {search_query}"
+    messages, sources = fit_prompt(question, relevant, generator, settings, lang, history,
+                                   focus=focus)
+    if not sources:
+        final = refuse([h.chunk for h in relevant])
+        yield final.text
+        yield final
         return
-    messages = build_messages(question, packed, lang, turns)
     pieces: list[str] = []
     for piece in generator.stream_chat(messages, max_tokens=settings.max_answer_tokens,
                                        temperature=settings.temperature):
         pieces.append(piece)
         yield piece
     raw = "".join(pieces).strip()
-    if not strip_markers(raw) or is_refusal(raw):
-        yield Answer(text=refusal_text(lang, packed), citations=[], grounded=False,
-                     question=question)
+    closest = [h.chunk for s in sources for h in s.hits]
+    if not strip_markers(raw) or refuses(raw):
+        yield refuse(closest)
         return
-    checked = check_citations(raw, question, packed)
-    if checked.supported:
-        yield Answer(text=checked.text, citations=checked.citations, grounded=True,
-                     question=question)
-    else:
-        yield Answer(text=f"{checked.text}\n\n{UNVERIFIED[lang]}", citations=checked.citations,
-                     grounded=False, question=question)
+    checked = check_citations(raw, question, sources, similarity, flag=UNSUPPORTED_FLAG[lang])
+    if not checked.supported:  # nothing the model said is in the sources
+        yield refuse(closest, checked.unsupported or [strip_markers(raw)])
+        return
+    yield Answer(text=checked.text, citations=checked.citations, grounded=True,
+                 question=question, unsupported=checked.unsupported,
+                 search_query=search_query)
 
 
 def final_answer(stream: Iterable[str | Answer]) -> Answer:
@@ -107,5 +211,7 @@ def final_answer(stream: Iterable[str | Answer]) -> Answer:
 
 
 def answer(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
-           history: Sequence[Message] = ()) -> Answer:
-    return final_answer(answer_stream(question, hits, generator, settings, history))
+           history: Sequence[Message] = (), similarity: Similarity | None = None,
+           floor: float | None = None) -> Answer:
+    return final_answer(answer_stream(question, hits, generator, settings, history,
+                                      similarity, floor=floor))

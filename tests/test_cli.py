@@ -11,16 +11,16 @@ import pytest
 from conftest import SMALL_MODEL
 
 
-def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KBQA_HOME": str(home), "KBQA_MODEL": str(SMALL_MODEL)}
     return subprocess.run([sys.executable, "-m", "kbqa", *args], capture_output=True,
-                          text=True, env=env, timeout=600)
+                          text=True, env=env, timeout=600, input=stdin)
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = run("--help", home=tmp_path)
     assert result.returncode == 0
-    for command in ("ingest", "ask", "search", "serve", "KBQA_MODEL"):
+    for command in ("ingest", "ask", "chat", "search", "serve", "KBQA_MODEL"):
         assert command in result.stdout
 
 
@@ -42,6 +42,12 @@ def test_ingest_search_ask_from_the_shell(tmp_path: Path, docs: Path) -> None:
 
     status = run("status", home=home)
     assert "documents:      4" in status.stdout
+
+    chat = run("chat", home=home,
+               stdin="When does the Lindqvist harbor office open?\nAnd when does it close?\n\n")
+    assert chat.returncode == 0, chat.stderr
+    first, second = chat.stdout.split("\n? ")[1:3]
+    assert "7:15" in first and "16:40" in second and "harbor.md" in second
 
 
 def test_only_failures_give_a_non_zero_exit(tmp_path: Path) -> None:
