@@ -16,7 +16,11 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-answer lint clean llama-wheel
+.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-answer bench-browser lint clean llama-wheel browser
+# Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help: ## show this help
 	@echo "kbqa: private question answering over your own documents"
@@ -50,8 +54,16 @@ $(SMALL_MODEL): | $(STAMP)
 run: setup ## open the chat in your browser (http://127.0.0.1:8501)
 	$(BIN)/python -m kbqa serve --port $(PORT)
 
-test: setup ## run the test suite (real llama.cpp, FAISS, SQLite, embedder)
+test: setup browser ## run the test suite (real llama.cpp, FAISS, SQLite, embedder, Chromium)
 	$(BIN)/python -m pytest -q
+
+browser: ## install Debian's chromium and chromium-driver (once) for the browser test
+	@test -x $(CHROMIUM) -a -x $(CHROMEDRIVER) || { \
+	  echo "kbqa: installing Debian's chromium and chromium-driver (once)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver >/dev/null || \
+	  echo "kbqa: could not install chromium; only the browser test will fail (see above)"; }
 
 ingest: setup ## add documents: make ingest DIR=path/to/docs
 	@test -n "$(DIR)" || (echo "usage: make ingest DIR=path/to/docs" && exit 2)
@@ -68,6 +80,9 @@ bench-retrieval: setup ## SciFact nDCG@10/R@100, CMRC R@1/@5 (BM25, dense, hybri
 
 bench-answer: setup ## SQuAD/CMRC answers: EM, F1, citation precision, refusals, TTFT vs the llama.cpp floor
 	$(BIN)/python bench/answer.py $(ARGS)
+
+bench-browser: setup browser ## Enter to first visible token in Chromium against make run's server
+	$(BIN)/python bench/browser.py $(ARGS)
 
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check app ingest retrieval llm tests bench

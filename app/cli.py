@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -77,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="start the browser chat (Streamlit)")
     serve.add_argument("--port", type=int, default=8501)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--host", default=None,
+                       help="address to bind (default KBQA_UI_ADDRESS or 127.0.0.1: this "
+                            "machine only; any other address needs KBQA_UI_PASSWORD)")
     return parser
 
 
@@ -236,22 +236,27 @@ def _status(kb: KnowledgeBase) -> int:
     return 0
 
 
-def serve(host: str, port: int, home: str | None) -> int:
-    """Run the Streamlit page; usage statistics off, bound to this machine by default."""
+def serve(host: str | None, port: int, home: str | None) -> int:
+    """Run the Streamlit page: usage statistics off, bound to this machine unless a password
+    guards it, uploads capped at KBQA_MAX_UPLOAD_MB."""
+    from kbqa.access import check_exposure
+    from kbqa.settings import from_env
+
+    settings = from_env(home=Path(home) if home else None)
+    host = host or settings.ui_address
+    check_exposure(host, settings.ui_password)
     ui = Path(__file__).with_name("ui.py")
     env = dict(os.environ)
+    env["KBQA_UI_ADDRESS"] = host  # the page checks it too
     if home:
         env["KBQA_HOME"] = home
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"kbqa: warning: serving on {host} exposes your documents to the network",
-              file=sys.stderr)
     cmd = [sys.executable, "-m", "streamlit", "run", str(ui),
            "--server.address", host, "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--global.developmentMode", "false", "--server.fileWatcherType", "none",
-           "--client.toolbarMode", "minimal"]
+           "--client.toolbarMode", "minimal", "--server.enableXsrfProtection", "true",
+           "--client.showErrorDetails", "none",
+           "--server.maxUploadSize", str(settings.max_upload_mb)]
     print(f"kbqa: chat at http://{host}:{port}  (Ctrl+C stops it)", flush=True)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # the server is this process: stopping it stops all

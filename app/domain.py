@@ -180,6 +180,25 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
+class IngestProgress:
+    """Where a running ingest is: files read (of all found) and chunks embedded (of those
+    planned so far); `current` is the last file read."""
+
+    files_done: int
+    files_total: int
+    chunks_done: int
+    chunks_planned: int
+    current: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Reading is quick next to embedding, so embedded chunks weigh most."""
+        files = self.files_done / self.files_total if self.files_total else 1.0
+        chunks = self.chunks_done / self.chunks_planned if self.chunks_planned else files
+        return min(1.0, 0.3 * files + 0.7 * min(chunks, files))
+
+
+@dataclass(frozen=True)
 class KbStats:
     """What the knowledge base holds, for the UI and the CLI."""
 
@@ -187,3 +206,24 @@ class KbStats:
     chunks: int
     embedder: str
     updated_at: datetime | None = None
+    size_bytes: int = 0  # the database and vector files
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question of a conversation and the answer it got."""
+
+    question: str
+    answer: Answer
+    asked_at: datetime
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A chat kept in the knowledge base, newest activity first in lists."""
+
+    conversation_id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    turns: int = 0

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kbqa.domain import Answer, Hit, IngestReport, KbStats
+from kbqa.conversations import Conversations
+from kbqa.domain import Answer, Chunk, Hit, IngestReport, KbStats
 from kbqa.errors import IndexMissing
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex, generation_path
@@ -18,6 +19,7 @@ from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.lock import writer_lock
 from kbqa.ingest.pipeline import (
     IngestState,
+    ProgressFn,
     check_embedder,
     discover,
     ingest_paths,
@@ -57,6 +59,7 @@ class KnowledgeBase:
         self._generation = -1
         self._matcher = TermMatcher()
         self._reranker: Reranker | None = None
+        self._conversations: Conversations | None = None
 
     # -- parts, built once ---------------------------------------------------------------
     @property
@@ -92,6 +95,13 @@ class KnowledgeBase:
         log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
                  "set KBQA_EMBEDDER to choose yourself)", choice)
         self._embedder = make_embedder(choice, threads=self.settings.threads)
+
+    @property
+    def conversations(self) -> Conversations:
+        """The chats kept with this knowledge base (same database)."""
+        if self._conversations is None:
+            self._conversations = Conversations(self.settings.db_url)
+        return self._conversations
 
     @property
     def reranker(self) -> Reranker | None:
@@ -149,14 +159,17 @@ class KnowledgeBase:
                 self._index, self._generation = state.index, state.generation
 
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-               progress: bool = False, prune: bool = True) -> IngestReport:
-        """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash."""
+               progress: bool = False, prune: bool = True,
+               on_progress: ProgressFn | None = None) -> IngestReport:
+        """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash.
+        `progress` draws terminal bars; `on_progress` is called as files and chunks are done."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self._pick_embedder(paths)
         with self._writing() as state:
             return ingest_paths(paths, store=self.store, state=state, embedder=self.embedder,
-                                settings=self.settings, progress=progress, prune=prune)
+                                settings=self.settings, progress=progress, prune=prune,
+                                on_progress=on_progress)
 
     def remove(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                ) -> list[str]:
@@ -171,12 +184,8 @@ class KnowledgeBase:
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
-            self.store.close()
-            db = self.settings.db_url.removeprefix("sqlite:///")
-            for suffix in ("", "-wal", "-shm"):
-                Path(db + suffix).unlink(missing_ok=True)
+            self.store.clear()  # conversations, in their own tables, stay
             shutil.rmtree(self.vectors_dir, ignore_errors=True)
-            self.store = Store(self.settings.db_url)
             self._index, self._generation = None, -1
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,
@@ -226,13 +235,25 @@ class KnowledgeBase:
     def documents(self) -> list[StoredDocument]:
         return self.store.documents()
 
+    def passages(self, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
+        """Stored chunks by id (a citation's whole passage, for the source viewer)."""
+        return self.store.chunks_by_id(chunk_ids)
+
     def stats(self) -> KbStats:
         documents, chunks = self.store.counts()
+        db = Path(self.settings.db_url.removeprefix("sqlite:///"))
+        on_disk = [db.with_name(db.name + suffix) for suffix in ("", "-wal")]
+        if self.vectors_dir.is_dir():
+            on_disk.extend(self.vectors_dir.iterdir())
+        size = sum(p.stat().st_size for p in on_disk if p.is_file())
         return KbStats(documents=documents, chunks=chunks,
-                       embedder=self.store.get_meta("embedder") or self.settings.embedder)
+                       embedder=self.store.get_meta("embedder") or self.settings.embedder,
+                       size_bytes=size)
 
     def close(self) -> None:
         self.store.close()
+        if self._conversations is not None:
+            self._conversations.close()
 
 
 def open_kb(home: str | os.PathLike[str] | None = None, **settings: Any) -> KnowledgeBase:

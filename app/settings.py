@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -24,6 +25,11 @@ AUTO_EMBEDDER = "auto"
 RELEVANCE_FLOORS = {DEFAULT_EMBEDDER: 0.85, MULTILINGUAL_EMBEDDER: 0.5}
 # What `search(..., mode=)` and `kbqa search --mode` accept; hybrid is the default.
 SEARCH_MODES = ("hybrid", "dense", "lexical")
+# "auto" answers in the question's language.
+ANSWER_LANGUAGES = ("auto", "en", "zh")
+# Settings the chat's settings page saves, in this file of the knowledge base folder; the
+# environment and explicit arguments still win over it.
+SAVED_SETTINGS_FILE = "settings.json"
 
 
 def default_data_dir() -> Path:
@@ -71,11 +77,12 @@ class Settings:
     rerank_depth: int = 20
     ann_threshold: int = 50_000
     # Tokens of source text per prompt. Every prompt token is evaluated before the first
-    # answer token: the default model reads ~60 tokens/s on 2 CPU cores, so 320 keeps the
-    # first token near 6 s there; raise it with a GPU (n_gpu_layers) or a fast CPU.
+    # answer token: the default model reads 60-150 tokens/s on 2 CPU cores, so 320 keeps the
+    # first token at 2.3-5 s there; raise it with a GPU (n_gpu_layers) or a fast CPU.
     context_tokens: int = 320
     max_answer_tokens: int = 384
     temperature: float = 0.1
+    answer_language: str = "auto"
     seed: int = 42
     max_file_mb: int = 200
     database_url: str = ""
@@ -85,6 +92,11 @@ class Settings:
     commit_every_s: float = 20.0
     # Passwords to try on encrypted PDFs, separated by newlines or commas in the variable.
     pdf_passwords: tuple[str, ...] = ()
+    # The chat's server: the address it listens on (loopback unless you choose otherwise;
+    # any other address needs ui_password), the password, and the largest upload.
+    ui_address: str = "127.0.0.1"
+    ui_password: str = ""
+    max_upload_mb: int = 200
 
     def relevance_floor(self, embedder_name: str) -> float:
         """min_relevance if set, else the floor calibrated for this embedder."""
@@ -110,7 +122,7 @@ class Settings:
 _TYPES: dict[str, type] = {name: get_origin(hint) or hint
                            for name, hint in get_type_hints(Settings).items()}
 _POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens",
-             "fusion_depth", "rerank_depth"}
+             "fusion_depth", "rerank_depth", "max_upload_mb"}
 _NON_NEGATIVE = {"dense_weight", "lexical_weight", "per_document", "ann_threshold",
                  "min_relevance"}
 
@@ -144,13 +156,59 @@ def _coerce(name: str, value: Any) -> Any:
         raise SettingError("KBQA_MMR_LAMBDA must be between 0 (off) and 1")
     if name == "chunk_overlap" and result < 0:
         raise SettingError("KBQA_CHUNK_OVERLAP must be >= 0")
+    if name == "answer_language" and result not in ANSWER_LANGUAGES:
+        raise SettingError("KBQA_ANSWER_LANGUAGE must be auto (the question's language), "
+                           f"en or zh, got {value!r}")
+    if name == "temperature" and not 0 <= result <= 2:
+        raise SettingError(f"KBQA_TEMPERATURE must be between 0 and 2, got {value!r}")
     return result
 
 
-def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Defaults, then KBQA_* variables, then explicit keyword overrides."""
+def saved_settings(home: Path) -> dict[str, Any]:
+    """The settings saved from the chat in this knowledge base folder (none: {})."""
+    path = home / SAVED_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise SettingError(f"{path} is not readable settings ({exc}): fix or delete it") from None
+    try:
+        return {name: _coerce(name, value) for name, value in raw.items()}
+    except SettingError as exc:
+        raise SettingError(f"{path}: {exc} (fix or delete the file)") from None
+
+
+def save_settings(home: Path, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Check `changes` like environment values, merge them into the saved settings and
+    write the file atomically (a crash leaves the old or the new file). Returns all saved."""
+    merged = saved_settings(home)
+    merged.update({name: _coerce(name, value) for name, value in changes.items()})
+    from_env({}, home=home, **merged)  # the combination must be valid too
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SAVED_SETTINGS_FILE
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
+                                     for k, v in merged.items()}, indent=2), encoding="utf-8")
+    os.replace(temporary, path)
+    return merged
+
+
+def set_by_environment(env: Mapping[str, str] | None = None) -> set[str]:
+    """Settings a KBQA_* variable fixes (the chat's settings page says so: they win)."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
+    return {f.name for f in fields(Settings) if env.get(f"KBQA_{f.name.upper()}")}
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the settings saved from the chat (SAVED_SETTINGS_FILE in the
+    knowledge base folder), then KBQA_* variables, then explicit keyword overrides."""
+    env = os.environ if env is None else env
+    home = overrides.get("home") or env.get("KBQA_HOME") or default_data_dir()
+    values: dict[str, Any] = {k: v for k, v in saved_settings(Path(home).expanduser()).items()
+                              if k != "home"}
     for f in fields(Settings):
         raw = env.get(f"KBQA_{f.name.upper()}")
         if raw is not None and raw != "":

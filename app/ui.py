@@ -1,20 +1,30 @@
-"""The Streamlit chat: presentation only; every action goes through the public API."""
+"""The Streamlit app's entry: access check, the knowledge base, the sidebar and the pages.
+
+Presentation only: every action goes through the public API (`KnowledgeBase`, `ask_stream`,
+`Conversations`). Run it with `make run` (or `python -m kbqa serve`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 
 import kbqa
 import streamlit as st
-from kbqa.domain import Answer, Citation
+from kbqa.access import is_loopback, password_ok
 from kbqa.errors import KbqaError
-from kbqa.ingest.loaders import supported_suffixes
+from kbqa.settings import Settings, from_env, set_by_environment
+from kbqa.ui_chat import chat_page, conversation_list
+from kbqa.ui_library import library_page
+from kbqa.ui_settings import settings_page
 
-ACCEPTED = [suffix.lstrip(".") for suffix in supported_suffixes()]
+PAGES = ("Chat", "Library", "Settings")
+log = logging.getLogger("kbqa")
 
 
-@st.cache_resource(show_spinner="Loading the knowledge base and the models…")
-def knowledge_base() -> kbqa.KnowledgeBase:
+@st.cache_resource(max_entries=1, show_spinner="Loading the knowledge base and the models…",
+                   on_release=lambda kb: kb.close())
+def knowledge_base(signature: str) -> kbqa.KnowledgeBase:
+    """One knowledge base per settings (`signature`); a settings change builds a new one."""
     kb = kbqa.open_kb()
     if not kb.is_empty():
         try:
@@ -24,126 +34,76 @@ def knowledge_base() -> kbqa.KnowledgeBase:
     return kb
 
 
-def source_line(number: int, cite: Citation) -> str:
-    place = cite.location or (f"page {cite.page}" if cite.page else "")
-    where = f", {place}" if place else ""
-    return f"[{number}] {Path(cite.source).name}{where}"
+def admitted(settings: Settings) -> bool:
+    """The page opens for this machine; beyond it only with the access password."""
+    # `kbqa serve` binds where it tells the page (KBQA_UI_ADDRESS); a bare `streamlit run`
+    # without an address listens on every interface, so it counts as exposed.
+    bound = st.get_option("server.address")
+    explicit = "ui_address" in set_by_environment()
+    address = str(bound or (settings.ui_address if explicit else "0.0.0.0"))
+    if not settings.ui_password:
+        if is_loopback(address):
+            return True
+        st.error(f"This chat is served on {address} without a password, so anyone on the "
+                 "network could read your documents. Stop it and start it again with an "
+                 "access password (KBQA_UI_PASSWORD=...), or serve on 127.0.0.1.")
+        return False
+    if st.session_state.get("admitted"):
+        return True
+    st.title("kbqa")
+    with st.form("login"):
+        given = st.text_input("Access password", type="password")
+        if st.form_submit_button("Open", type="primary"):
+            if password_ok(given, settings.ui_password):
+                st.session_state.admitted = True
+                st.rerun()
+            st.error("Wrong password. Ask whoever started kbqa (it is KBQA_UI_PASSWORD).")
+    return False
 
 
-def show_sources(answer: Answer) -> None:
-    if not answer.grounded and not answer.citations:
+def show_failure(exc: Exception) -> None:
+    """Never a traceback on the page: what happened and what to do; details go to the log."""
+    if isinstance(exc, KbqaError):
+        st.error(str(exc))
         return
-    st.caption("Sources")
-    for number, cite in enumerate(answer.citations, start=1):
-        with st.expander(source_line(number, cite)):
-            st.markdown(f"> {cite.quote}")
-            st.caption(cite.source)
-
-
-def show_answer(answer: Answer) -> None:
-    if answer.grounded:
-        st.markdown(answer.text)
-        if answer.unsupported:
-            st.caption(f"{len(answer.unsupported)} sentence(s) marked \"not supported by the "
-                       "documents\": no passage backs them, treat them with caution.")
-    else:
-        st.warning(answer.text, icon="🔎")
-        if answer.unsupported:
-            with st.expander("What the model wrote (no passage in the documents supports it)"):
-                for sentence in answer.unsupported:
-                    st.markdown(f"- {sentence}")
-    if answer.search_query and answer.search_query != answer.question:
-        st.caption(f"Searched for: {answer.search_query}")
-    show_sources(answer)
-
-
-def upload_box(kb: kbqa.KnowledgeBase, key: str) -> None:
-    files = st.file_uploader("Add documents (PDF, Word, PowerPoint, Excel, e-mail, web, text)",
-                             type=ACCEPTED,
-                             accept_multiple_files=True, key=key)
-    if files and st.button("Ingest", key=f"{key}-go", type="primary"):
-        folder = kb.home / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
-        saved = []
-        for upload in files:
-            target = folder / Path(upload.name).name
-            target.write_bytes(upload.getbuffer())
-            saved.append(target)
-        with st.spinner(f"Reading and indexing {len(saved)} file(s)…"):
-            report = kb.ingest(saved)
-        st.success(report.summary())
-        for failure in report.failed:
-            st.error(f"{Path(failure.path).name}: {failure.reason}")
-
-
-def sidebar(kb: kbqa.KnowledgeBase) -> None:
-    with st.sidebar:
-        st.header("kbqa")
-        stats = kb.stats()
-        st.caption(f"{stats.documents} documents · {stats.chunks} passages")
-        st.caption(f"Chat model: {kb.settings.model_path.name}")
-        st.caption(f"Embedder: {stats.embedder}")
-        st.caption("Everything runs on this machine; nothing is sent anywhere.")
-        if st.button("New chat"):
-            st.session_state.messages = []
-            st.rerun()
-        if not kb.is_empty():
-            upload_box(kb, "sidebar-upload")
-
-
-def chat(kb: kbqa.KnowledgeBase) -> None:
-    messages: list[dict] = st.session_state.setdefault("messages", [])
-    for message in messages:
-        with st.chat_message(message["role"]):
-            if message["role"] == "assistant":
-                show_answer(message["answer"])
-            else:
-                st.markdown(message["content"])
-    question = st.chat_input("Ask a question about your documents")
-    if not question:
-        return
-    with st.chat_message("user"):
-        st.markdown(question)
-    history = [{"role": m["role"], "content": m["content"]} for m in messages]
-    with st.chat_message("assistant"):
-        placeholder = st.empty()
-        final: Answer | None = None
-        text = ""
-        try:
-            for item in kbqa.ask_stream(question, history=history, kb=kb):
-                if isinstance(item, Answer):
-                    final = item
-                else:
-                    text += item
-                    placeholder.markdown(text + " ▌")
-        except KbqaError as exc:
-            placeholder.empty()
-            st.error(str(exc))
-            return
-        placeholder.empty()
-        if final is not None:
-            show_answer(final)
-            messages.append({"role": "user", "content": question})
-            messages.append({"role": "assistant", "content": final.text, "answer": final})
+    log.exception("the page failed")
+    st.error(f"Something went wrong: {type(exc).__name__}: {exc}. Your documents and chats are "
+             "unchanged. Try again; if it keeps happening, the terminal running kbqa shows "
+             "the details to report.")
 
 
 def main() -> None:
     st.set_page_config(page_title="kbqa", page_icon="📚", layout="centered")
     try:
-        kb = knowledge_base()
+        settings = from_env()
     except KbqaError as exc:
         st.error(str(exc))
         return
-    sidebar(kb)
-    st.title("Ask your documents")
-    if kb.is_empty():
-        st.info(
-            "Your knowledge base is empty. Add documents here, or from a terminal: "
-            "`make ingest DIR=path/to/your/docs`."
-        )
-        upload_box(kb, "first-upload")
+    if not admitted(settings):
         return
-    chat(kb)
+    try:
+        kb = knowledge_base(repr(settings))
+    except Exception as exc:
+        show_failure(exc)
+        return
+    with st.sidebar:
+        st.header("kbqa")
+        page = st.radio("Page", PAGES, key="page", horizontal=True,
+                        label_visibility="collapsed")
+    try:
+        if page == "Library":
+            library_page(kb)
+        elif page == "Settings":
+            settings_page(kb)
+        else:
+            chat_page(kb)
+        if page == "Chat":
+            with st.sidebar:
+                conversation_list(kb)  # after the chat, so a new chat is listed at once
+    except Exception as exc:
+        show_failure(exc)
+    with st.sidebar:
+        st.caption("Everything runs on this machine; nothing is sent anywhere.")
 
 
 main()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from kbqa.domain import ChunkDraft, Document, Failure, IngestReport
+from kbqa.domain import ChunkDraft, Document, Failure, IngestProgress, IngestReport
 from kbqa.errors import EmbedderMismatch, IngestError
 from kbqa.ingest.chunking import chunk_sections
 from kbqa.ingest.embed import Embedder
@@ -71,14 +71,28 @@ class IngestState:
     ann_threshold: int = 0
 
 
+ProgressFn = Callable[[IngestProgress], None]
+
+
 @dataclass
 class _Progress:
+    """tqdm bars in a terminal and/or a callback (the chat's progress bar). Counters are
+    updated from the staging thread; the callback runs only in the caller's thread."""
+
     enabled: bool
+    callback: ProgressFn | None = None
     files: object = None
     chunks: object = None
     _bars: list = field(default_factory=list)
+    files_total: int = 0
+    files_done: int = 0
+    chunks_planned_: int = 0
+    chunks_done_: int = 0
+    current: str = ""
 
     def start(self, total_files: int) -> None:
+        self.files_total = total_files
+        self.tell()
         if not self.enabled:
             return
         from tqdm.auto import tqdm
@@ -87,17 +101,26 @@ class _Progress:
         self.chunks = tqdm(total=0, unit="chunk", desc="chunks", position=1)
         self._bars = [self.files, self.chunks]
 
+    def tell(self) -> None:
+        if self.callback is not None:
+            self.callback(IngestProgress(self.files_done, self.files_total,
+                                         self.chunks_done_, self.chunks_planned_, self.current))
+
     def file_done(self, name: str) -> None:
+        self.files_done += 1
+        self.current = name
         if self.files is not None:
             self.files.set_postfix_str(name[-40:], refresh=False)  # type: ignore[attr-defined]
             self.files.update(1)  # type: ignore[attr-defined]
 
     def chunks_planned(self, n: int) -> None:
+        self.chunks_planned_ += n
         if self.chunks is not None:
             self.chunks.total += n  # type: ignore[attr-defined]
             self.chunks.refresh()  # type: ignore[attr-defined]
 
     def chunks_done(self, n: int) -> None:
+        self.chunks_done_ += n
         if self.chunks is not None:
             self.chunks.update(n)  # type: ignore[attr-defined]
 
@@ -158,6 +181,7 @@ def ingest_paths(
     progress: bool = False,
     prune: bool = True,
     log: Callable[[str], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> IngestReport:
     """Ingest files and folders; the caller holds the writer lock."""
     started = time.perf_counter()
@@ -171,7 +195,7 @@ def ingest_paths(
     known_files = {d.file: d.sha256 for d in stored}
     holders = {d.content_sha: d.file for d in stored if d.same_as is None}
     options = LoadOptions(passwords=settings.pdf_passwords)
-    bar = _Progress(progress)
+    bar = _Progress(progress, on_progress)
     bar.start(len(files))
     embedded: list[Staged] = []
     pending: list[Staged] = []
@@ -219,6 +243,7 @@ def ingest_paths(
         # Loading and chunking run in a second thread while the model encodes the
         # previous batch (torch and the tokenizer release the GIL): both cores stay busy.
         for staged in _prefetch(files, stage):
+            bar.tell()
             pending.append(staged)
             due = time.monotonic() - last_commit >= settings.commit_every_s
             if (due or sum(len(s.drafts) for s in pending) >= BATCH_CHUNKS
@@ -237,6 +262,7 @@ def ingest_paths(
         if embedded or gone:
             _commit_staged(embedded, store, state, embedder, report, removals=gone)
             report.removed.extend(gone)
+        bar.tell()
     finally:
         bar.close()
     if log:
@@ -362,6 +388,7 @@ def _embed(pending: list[Staged], embedder: Embedder, bar: _Progress,
         return
     vectors = embedder.encode(texts)
     bar.chunks_done(len(texts))
+    bar.tell()
     offset = 0
     for doc in documents:
         doc.vectors = vectors[offset:offset + len(doc.drafts)]

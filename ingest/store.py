@@ -103,7 +103,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: readers never block the writer; a killed writer leaves the last commit intact.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -121,7 +121,7 @@ class Store:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -160,6 +160,18 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def clear(self) -> None:
+        """Forget every document, chunk and setting of the index (for a rebuild); other
+        tables in the same database (conversations) stay."""
+        with self.engine.begin() as connection:
+            if self.lexical:
+                for name in ("chunk_terms_vocab", "chunk_terms"):
+                    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            Base.metadata.drop_all(connection)
+            Base.metadata.create_all(connection)
+        if self.lexical:
+            self._ensure_terms()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

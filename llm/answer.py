@@ -159,7 +159,8 @@ def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
                   floor: float | None = None) -> Iterator[str | Answer]:
     """Yield text pieces as the model writes them, then the checked Answer. `floor` is the
     relevance below which no model is called (default: settings.relevance_floor)."""
-    lang = detect_language(question)
+    lang = (detect_language(question) if settings.answer_language == "auto"
+            else settings.answer_language)
 
     def refuse(near: Sequence[Chunk], unsupported: Sequence[str] = ()) -> Answer:
         return Answer(text=refusal_text(lang, near), grounded=False, question=question,

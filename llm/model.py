@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,6 +129,7 @@ class LlamaCppGenerator:
             ) from None
         self.name = model_path.name
         self.path = model_path
+        self._busy = threading.Lock()
         self.n_ctx = int(self._llm.n_ctx())
         self.template, self.stops, template_note = self._chat_template()
         self._control_tokens = control_tokens(self._llm)
@@ -183,23 +185,26 @@ class LlamaCppGenerator:
         """Evaluate the start of a prompt now (the fixed prefix), so that the first question
         finds it in the KV cache."""
         tokens = self.prompt_tokens(messages)
-        if len(tokens) < self.n_ctx:
-            self._llm.reset()
-            self._llm.eval(tokens)
+        with self._busy:
+            cached = list(self._llm._input_ids[:len(tokens)])  # the KV cache holds these
+            if len(tokens) < self.n_ctx and cached != tokens:
+                self._llm.reset()
+                self._llm.eval(tokens)
 
     def stream_tokens(self, tokens: Sequence[int], *, max_tokens: int,
                       temperature: float) -> Iterator[str]:
         room = self.n_ctx - len(tokens)
         if room <= 0:
             raise ValueError(f"prompt of {len(tokens)} tokens does not fit n_ctx {self.n_ctx}")
-        stream = self._llm.create_completion(
-            prompt=list(tokens), max_tokens=min(max_tokens, room), temperature=temperature,
-            top_p=0.9, repeat_penalty=1.05, stop=self.stops or None, stream=True,
-        )
-        for part in stream:
-            piece = part["choices"][0].get("text")
-            if piece:
-                yield piece
+        with self._busy:  # one llama.cpp context: browser sessions take turns
+            stream = self._llm.create_completion(
+                prompt=list(tokens), max_tokens=min(max_tokens, room), temperature=temperature,
+                top_p=0.9, repeat_penalty=1.05, stop=self.stops or None, stream=True,
+            )
+            for part in stream:
+                piece = part["choices"][0].get("text")
+                if piece:
+                    yield piece
 
     def stream_chat(self, messages: Sequence[Message], *, max_tokens: int,
                     temperature: float, reply_start: str = "") -> Iterator[str]:

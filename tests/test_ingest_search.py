@@ -164,3 +164,17 @@ def test_counting_tokens_while_encoding_is_thread_safe(embedder) -> None:
         stop.set()
         worker.join()
     assert errors == []
+
+
+def test_ingest_reports_its_progress_as_it_goes(make_kb, docs: Path) -> None:
+    from kbqa.domain import IngestProgress
+
+    seen: list[IngestProgress] = []
+    kb = make_kb()
+    kb.ingest(docs, on_progress=seen.append)
+    assert len(seen) >= 2
+    last = seen[-1]
+    assert last.files_done == last.files_total == 5  # the broken PDF counts as read
+    assert last.chunks_done == last.chunks_planned > 0
+    assert last.fraction == 1.0
+    assert seen[0].fraction < 1.0

@@ -43,3 +43,35 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 def test_unknown_setting_is_refused() -> None:
     with pytest.raises(SettingError, match="unknown setting"):
         from_env({}, colour="blue")
+
+
+def test_settings_saved_from_the_chat_apply_below_the_environment(tmp_path: Path) -> None:
+    from kbqa.settings import save_settings, set_by_environment
+
+    save_settings(tmp_path, {"top_k": "6", "temperature": 0.5, "answer_language": "zh"})
+    home = {"KBQA_HOME": str(tmp_path)}
+    s = from_env(home)
+    assert (s.top_k, s.temperature, s.answer_language) == (6, 0.5, "zh")
+    assert from_env({**home, "KBQA_TOP_K": "3"}).top_k == 3  # the environment wins
+    assert from_env(home, top_k=2).top_k == 2  # and so does an explicit argument
+    assert set_by_environment({**home, "KBQA_TOP_K": "3"}) == {"home", "top_k"}
+    save_settings(tmp_path, {"top_k": 5})  # merged with what was saved
+    assert (from_env(home).top_k, from_env(home).answer_language) == (5, "zh")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"top_k": 0}, "KBQA_TOP_K"), ({"answer_language": "fr"}, "KBQA_ANSWER_LANGUAGE"),
+    ({"temperature": 3}, "KBQA_TEMPERATURE"), ({"n_ctx": "lots"}, "KBQA_N_CTX")])
+def test_bad_saved_settings_are_refused_and_nothing_is_written(
+        tmp_path: Path, changes: dict, message: str) -> None:
+    from kbqa.settings import save_settings
+
+    with pytest.raises(SettingError, match=message):
+        save_settings(tmp_path, changes)
+    assert not (tmp_path / "settings.json").exists()
+
+
+def test_a_damaged_settings_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text('{"top_k": "many"}', encoding="utf-8")
+    with pytest.raises(SettingError, match=r"settings\.json.*fix or delete"):
+        from_env({"KBQA_HOME": str(tmp_path)})

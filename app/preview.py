@@ -1,0 +1,113 @@
+"""What the chat shows of a source: the passage with its supporting span marked, a PDF
+page as an image, and an answer as Markdown to copy. Pure except `render_pdf_page`."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import threading
+from pathlib import Path
+
+from kbqa.domain import Answer, Citation
+from kbqa.llm.citations import UNSUPPORTED_FLAG
+
+PAGE_IMAGE_WIDTH = 900  # pixels: readable in the chat's column, small to send
+# PDFium is not thread-safe, and each browser session runs in a thread of its own.
+_PDFIUM = threading.Lock()
+
+
+def place_of(cite: Citation) -> str:
+    """Example: a citation on page 2 -> "page 2"; a sheet or slide keeps its own label."""
+    return cite.location or (f"page {cite.page}" if cite.page else "")
+
+
+def chip_label(number: int, cite: Citation) -> str:
+    """Example: chip_label(1, <a.pdf, page 2>) == "[1] a.pdf · page 2" """
+    place = place_of(cite)
+    return f"[{number}] {Path(cite.source).name}" + (f" · {place}" if place else "")
+
+
+def _loose(quote: str) -> re.Pattern[str]:
+    """The quote as a pattern that tolerates the whitespace the chunker may have changed."""
+    words = [re.escape(w) for w in quote.strip(" …").split()]
+    return re.compile(r"\s+".join(words)) if words else re.compile(r"(?!)")
+
+
+def _pieces(quote: str) -> list[str]:
+    return [p for p in re.split(r"\s*…\s*", quote) if p.strip()]
+
+
+def highlight_found(passage: str, quote: str) -> bool:
+    """Whether the passage still holds the quote (whitespace aside)."""
+    pieces = _pieces(quote)
+    return bool(pieces) and all(_loose(p).search(passage) for p in pieces)
+
+
+def highlight(passage: str, quote: str) -> str:
+    """The passage as HTML with the supporting span in <mark>; everything else escaped.
+
+    Example: highlight("a <b> c", "<b>") == "a <mark>&lt;b&gt;</mark> c"
+    """
+    spans: list[tuple[int, int]] = []
+    for piece in _pieces(quote):
+        found = _loose(piece).search(passage)
+        if found:
+            spans.append(found.span())
+    out, last = [], 0
+    for start, end in sorted(spans):
+        if start < last:
+            continue
+        out.append(html.escape(passage[last:start]))
+        out.append(f"<mark>{html.escape(passage[start:end])}</mark>")
+        last = end
+    out.append(html.escape(passage[last:]))
+    return "".join(out).replace("\n", "<br>")
+
+
+def marked_unsupported(text: str) -> str:
+    """The answer's Markdown with the "not supported" flags made to stand out."""
+    for flag in UNSUPPORTED_FLAG.values():
+        text = text.replace(flag, f" :orange-badge[⚠ {flag.strip('()（）')}]")
+    return text
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The answer and its sources as Markdown, for pasting elsewhere."""
+    lines = [f"**Q:** {answer.question}", "", answer.text]
+    if answer.citations:
+        lines += ["", "Sources:"]
+        for number, cite in enumerate(answer.citations, start=1):
+            place = place_of(cite)
+            where = f", {place}" if place else ""
+            quote = " ".join(cite.quote.split())
+            lines.append(f"{number}. {Path(cite.source).name}{where}: \"{quote}\"")
+    return "\n".join(lines)
+
+
+def render_pdf_page(path: Path, page: int, width: int = PAGE_IMAGE_WIDTH) -> bytes | None:
+    """The PDF page (1-based) as PNG bytes, rendered locally; None when the file is gone,
+    not a PDF, locked or has no such page (the passage is still shown)."""
+    if path.suffix.lower() != ".pdf" or not path.is_file() or page < 1:
+        return None
+    try:
+        with _PDFIUM:
+            return _render_page(path, page, width)
+    except Exception:  # an unreadable page must not break the answer view
+        return None
+
+
+def _render_page(path: Path, page: int, width: int) -> bytes | None:
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(str(path))
+    try:
+        if page > len(document):
+            return None
+        sheet = document[page - 1]
+        image = sheet.render(scale=width / max(sheet.get_width(), 1.0)).to_pil()
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        return buffer.getvalue()
+    finally:
+        document.close()

@@ -1,0 +1,160 @@
+"""The chat page: streamed answers, source chips with the passage and page, kept chats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kbqa
+import streamlit as st
+from kbqa.conversations import history_of
+from kbqa.domain import Answer, Citation
+from kbqa.errors import KbqaError
+from kbqa.preview import (
+    answer_markdown,
+    chip_label,
+    highlight,
+    highlight_found,
+    marked_unsupported,
+    place_of,
+    render_pdf_page,
+)
+from kbqa.ui_library import upload_box
+
+CURRENT = "conversation"  # session key: the open chat's id, None for a new one
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def page_image(path: str, page: int, modified: float) -> bytes | None:
+    """A rendered PDF page, cached per file version (`modified`)."""
+    return render_pdf_page(Path(path), page)
+
+
+def show_source(kb: kbqa.KnowledgeBase, cite: Citation) -> None:
+    """File, place, the whole passage with the supporting span marked, and the PDF page."""
+    name = Path(cite.source).name
+    place = place_of(cite)
+    st.markdown(f"**{name}**" + (f" · {place}" if place else ""))
+    st.caption(cite.source)
+    chunk = kb.passages([cite.chunk_id]).get(cite.chunk_id)
+    # a kept chat may cite a chunk since re-ingested (ids are not reused, but a rebuild
+    # starts again): the stored passage counts only if it is still the quoted one
+    still = chunk is not None and chunk.source == cite.source and highlight_found(chunk.text,
+                                                                                 cite.quote)
+    passage = chunk.text if still and chunk is not None else cite.quote
+    st.markdown(f'<div style="font-size:0.92em;line-height:1.5">{highlight(passage, cite.quote)}'
+                "</div>", unsafe_allow_html=True)
+    path = Path(cite.source)
+    if cite.page and path.suffix.lower() == ".pdf" and path.is_file():
+        image = page_image(str(path), cite.page, path.stat().st_mtime)
+        if image:
+            with st.container(border=True):
+                st.image(image, caption=f"{name}, page {cite.page}")
+
+
+def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
+    if answer.grounded:
+        st.markdown(marked_unsupported(answer.text))
+        if answer.unsupported:
+            st.caption(f"{len(answer.unsupported)} sentence(s) marked: no passage in the "
+                       "documents backs them; treat them with caution.")
+    else:
+        st.warning(answer.text, icon="🔎")
+        if answer.unsupported:
+            with st.expander("What the model wrote (no passage in the documents supports it)"):
+                for sentence in answer.unsupported:
+                    st.markdown(f"- {sentence}")
+    if answer.search_query and answer.search_query != answer.question:
+        st.caption(f"Searched for: {answer.search_query}")
+    with st.container(horizontal=True):
+        for number, cite in enumerate(answer.citations, start=1):
+            with st.popover(chip_label(number, cite)):
+                show_source(kb, cite)
+        with st.popover("Copy", icon=":material/content_copy:"):
+            st.caption("The answer and its sources as Markdown (copy button on the right)")
+            st.code(answer_markdown(answer), language="markdown")
+
+
+def stream_answer(kb: kbqa.KnowledgeBase, question: str, history: list[dict[str, str]]
+                  ) -> Answer | None:
+    placeholder = st.empty()
+    text = ""
+    try:
+        for item in kbqa.ask_stream(question, history=history, kb=kb):
+            if isinstance(item, Answer):
+                placeholder.empty()
+                return item
+            text += item
+            placeholder.markdown(text + " ▌")
+    except KbqaError as exc:
+        placeholder.empty()
+        st.error(str(exc))
+    return None
+
+
+def chat_page(kb: kbqa.KnowledgeBase) -> None:
+    st.title("Ask your documents")
+    if kb.is_empty():
+        st.info("Your knowledge base is empty. Add documents here (or on the Library page), "
+                "or from a terminal: `make ingest DIR=path/to/your/docs`.")
+        upload_box(kb, "first-upload")
+        if kb.is_empty():
+            return
+    chats = kb.conversations
+    current: int | None = st.session_state.get(CURRENT)
+    if current is not None and chats.get(current) is None:
+        current = st.session_state[CURRENT] = None  # deleted meanwhile
+    turns = chats.turns(current) if current is not None else []
+    for turn in turns:
+        with st.chat_message("user"):
+            st.markdown(turn.question)
+        with st.chat_message("assistant"):
+            show_answer(kb, turn.answer)
+    question = st.chat_input("Ask a question about your documents")
+    if not question:
+        return
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        final = stream_answer(kb, question, history_of(turns))
+        if final is None:
+            return
+        if current is None:
+            current = st.session_state[CURRENT] = chats.start(question).conversation_id
+        chats.add_turn(current, question, final)
+        show_answer(kb, final)
+
+
+def _open(conversation_id: int | None) -> None:
+    st.session_state[CURRENT] = conversation_id
+
+
+def _rename(kb: kbqa.KnowledgeBase, conversation_id: int) -> None:
+    kb.conversations.rename(conversation_id,
+                            st.session_state.get(f"rename-{conversation_id}", ""))
+
+
+def _delete(kb: kbqa.KnowledgeBase, conversation_id: int) -> None:
+    kb.conversations.delete(conversation_id)
+    st.session_state[CURRENT] = None
+
+
+def conversation_list(kb: kbqa.KnowledgeBase) -> None:
+    """The sidebar: a new chat, the kept chats (newest first) and, for the open one,
+    rename and delete."""
+    st.button("New chat", icon=":material/add:", on_click=_open, args=(None,),
+              width="stretch")
+    current = st.session_state.get(CURRENT)
+    chats = kb.conversations.recent()
+    if chats:
+        st.caption("Chats")
+    for chat in chats[:50]:
+        st.button(chat.title, key=f"chat-{chat.conversation_id}", on_click=_open,
+                  args=(chat.conversation_id,), width="stretch",
+                  type="primary" if chat.conversation_id == current else "secondary")
+    opened = next((c for c in chats if c.conversation_id == current), None)
+    if opened is not None:
+        with st.expander("Rename or delete this chat"):
+            st.text_input("Title", value=opened.title, key=f"rename-{opened.conversation_id}")
+            st.button("Rename", on_click=_rename, args=(kb, opened.conversation_id))
+            st.button("Delete chat", on_click=_delete, args=(kb, opened.conversation_id),
+                      type="primary")

@@ -1,0 +1,42 @@
+"""The chat is for this machine unless a password guards it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kbqa.access import check_exposure, is_loopback, password_ok
+from kbqa.errors import SettingError
+
+
+@pytest.mark.parametrize(("address", "loopback"), [
+    ("127.0.0.1", True), ("localhost", True), ("::1", True), ("[::1]", True),
+    ("127.0.0.2", True), ("0.0.0.0", False), ("192.168.1.5", False), ("::", False),
+    ("myhost.example", False)])
+def test_loopback_addresses(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+def test_serving_beyond_this_machine_needs_a_password() -> None:
+    check_exposure("127.0.0.1", "")
+    check_exposure("0.0.0.0", "s3cret")
+    with pytest.raises(SettingError, match="KBQA_UI_PASSWORD"):
+        check_exposure("0.0.0.0", "")
+
+
+def test_passwords_compare_exactly() -> None:
+    assert password_ok("s3cret", "s3cret")
+    assert not password_ok("s3cre", "s3cret")
+    assert not password_ok("", "")  # no password set admits nobody through the form
+
+
+def test_serve_refuses_an_open_address_without_a_password(tmp_path: Path) -> None:
+    env = {**os.environ, "KBQA_HOME": str(tmp_path)}
+    env.pop("KBQA_UI_PASSWORD", None)
+    result = subprocess.run([sys.executable, "-m", "kbqa", "serve", "--host", "0.0.0.0"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "KBQA_UI_PASSWORD" in result.stderr

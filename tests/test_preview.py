@@ -1,0 +1,58 @@
+"""What the source viewer shows: marked spans, chip labels, Markdown to copy, PDF pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import FACTS_PAGE_2
+from kbqa.domain import Answer, Citation
+from kbqa.preview import answer_markdown, chip_label, highlight, marked_unsupported, render_pdf_page
+from pdfgen import write_pdf
+
+CITE = Citation("/docs/manuals/zephyr-manual.pdf", 2, "serviced every 450 operating hours",
+                3, 0.9)
+
+
+def test_the_supporting_span_is_marked_and_the_rest_escaped() -> None:
+    passage = "Maintenance <b>schedule</b>\nThe pump must be serviced\nevery 450 operating hours."
+    shown = highlight(passage, "serviced every 450 operating hours")
+    assert "<mark>serviced<br>every 450 operating hours</mark>" in shown  # across a newline
+    assert "&lt;b&gt;schedule&lt;/b&gt;" in shown and "<b>" not in shown
+    assert highlight("abc", "not there") == "abc"
+    two = highlight("One. Two three. Four five.", "One. … Four five.")
+    assert two.count("<mark>") == 2
+
+
+def test_chips_name_file_and_place() -> None:
+    assert chip_label(1, CITE) == "[1] zephyr-manual.pdf · page 2"
+    sheet = Citation("/d/prices.xlsx", None, "q", 1, 0.5, "sheet Prices")
+    assert chip_label(2, sheet) == "[2] prices.xlsx · sheet Prices"
+
+
+def test_an_answer_copies_as_markdown_with_its_sources() -> None:
+    answer = Answer("450 operating hours [1].", [CITE], True, "How often is it serviced?")
+    text = answer_markdown(answer)
+    assert text.splitlines()[0] == "**Q:** How often is it serviced?"
+    assert '1. zephyr-manual.pdf, page 2: "serviced every 450 operating hours"' in text
+
+
+def test_unsupported_sentences_stand_out() -> None:
+    shown = marked_unsupported("It is blue (not supported by the documents).")
+    assert ":orange-badge[" in shown and "(not supported" not in shown
+
+
+def test_a_cited_pdf_page_renders_locally(tmp_path: Path) -> None:
+    pdf = tmp_path / "manual.pdf"
+    write_pdf(pdf, [["Zephyr X200 pump"], FACTS_PAGE_2])
+    image = render_pdf_page(pdf, 2)
+    assert image is not None and image.startswith(b"\x89PNG")
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(image)).width == 900
+    assert render_pdf_page(pdf, 3) is None  # no such page
+    assert render_pdf_page(tmp_path / "gone.pdf", 1) is None
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 garbage")
+    assert render_pdf_page(broken, 1) is None
