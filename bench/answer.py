@@ -202,25 +202,31 @@ def load_dataset(kind: str, questions: int, left_out: int) -> Dataset:
 
 
 def calibrate(kb: KnowledgeBase, dataset: Dataset) -> list[list[str]]:
-    """Relevance floors against refusals: for the spare questions, the best hit's
-    similarity + coverage (what `relevant_hits` compares with the floor), and per floor the
-    share of left-out questions refused before any model call and of answerable ones
-    wrongly refused. No model is called."""
-    def best(question: Question) -> float:
+    """Relevance floors against refusals, on the spare questions: a question is refused
+    before any model call when no hit has similarity + coverage >= the floor (what
+    `relevant_hits` checks) and, as a candidate rule kbqa does not use (its "coverage floor"
+    is 0), coverage >= a coverage floor. Per pair of floors: the share of left-out questions
+    refused and of answerable ones wrongly refused. No model is called."""
+    def scores(question: Question) -> list[tuple[float, float]]:
         hits = kb.search(question.text, k=max(kb.settings.top_k * 2, 8))
-        return max((h.similarity + h.coverage for h in hits), default=0.0)
+        return [(h.similarity + h.coverage, h.coverage) for h in hits]
 
-    inside = [best(q) for q in dataset.spare_answerable]
-    outside = [best(q) for q in dataset.spare_left_out]
-    current = kb.settings.relevance_floor(kb.embedder.name)
+    def refused(pairs: list[tuple[float, float]], floor: float, cover: float) -> bool:
+        return not any(total >= floor and coverage >= cover for total, coverage in pairs)
+
+    inside = [scores(q) for q in dataset.spare_answerable]
+    outside = [scores(q) for q in dataset.spare_left_out]
+    now = kb.settings.relevance_floor(kb.embedder.name)
+    now_cover = 0.0
     rows = []
-    for floor in sorted({round(0.3 + 0.05 * i, 2) for i in range(15)} | {current}):
-        refused = sum(v < floor for v in outside) / max(len(outside), 1)
-        wrong = sum(v < floor for v in inside) / max(len(inside), 1)
-        mark = " (current)" if floor == current else ""
-        rows.append([dataset.kind, kb.embedder.name, f"{floor:.2f}{mark}",
-                     f"{100 * refused:.1f}% ({len(outside)})",
-                     f"{100 * wrong:.1f}% ({len(inside)})"])
+    for floor in sorted({round(now + 0.05 * i, 2) for i in range(-2, 3)}):
+        for cover in sorted({0.0, 0.2, 0.25, 0.3, 0.35, now_cover}):
+            out = sum(refused(p, floor, cover) for p in outside) / max(len(outside), 1)
+            wrong = sum(refused(p, floor, cover) for p in inside) / max(len(inside), 1)
+            mark = " (current)" if (floor, cover) == (now, now_cover) else ""
+            rows.append([dataset.kind, kb.embedder.name, f"{floor:.2f}", f"{cover:.2f}{mark}",
+                         f"{100 * out:.1f}% ({len(outside)})",
+                         f"{100 * wrong:.1f}% ({len(inside)})"])
     return rows
 
 
@@ -516,7 +522,8 @@ def main() -> int:
                  f"answer up to {settings.max_answer_tokens} tokens")
     if args.calibrate:
         table("Relevance floor calibration (refused before any model call)",
-              ["set", "embedder", "floor", "left-out refused (n)", "answerable refused (n)"],
+              ["set", "embedder", "floor", "coverage floor", "left-out refused (n)",
+               "answerable refused (n)"],
               speed_rows)
         print("\n" + "\n".join(notes))
         return 0
