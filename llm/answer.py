@@ -33,6 +33,9 @@ MAX_HISTORY_TURNS = 6
 CONDENSE_TURNS = 4  # messages shown to the model when rewriting a follow-up
 CONDENSE_CHARS = 600  # of each, enough for the names a follow-up refers to
 CONDENSE_TOKENS = 64
+KEEP_SHARE = 0.85  # of the follow-up's words a usable rewrite keeps (all, up to 6)
+KEEP_SHARE_HAN = 0.5  # of its Han bigrams: replacing 它 or 那 also breaks its neighbours
+_HAN = re.compile(r"[\u3400-\u9fff]")
 
 
 def refusal_text(lang: str, near: Sequence[Chunk]) -> str:
@@ -129,28 +132,35 @@ def condense_question(question: str, history: Sequence[Message], generator: Gene
             return fallback  # too long to rewrite; the answer step reports what to do
         shown = shown[1:]
         messages = condense_messages(question, shown, lang)
-    text = "".join(generator.stream_chat(messages, max_tokens=CONDENSE_TOKENS, temperature=0,
-                                         reply_start=CONDENSE_START[lang]))
+    text = ""
+    for piece in generator.stream_chat(messages, max_tokens=CONDENSE_TOKENS, temperature=0,
+                                       reply_start=CONDENSE_START[lang]):
+        text += piece
+        if "\n" in text.strip():  # the question is one line: what follows is not needed
+            break
     first_line = next((line.strip() for line in text.strip().splitlines() if line.strip()), "")
     rewritten = re.sub(r"^[*_\s]*(?:rewritten question|standalone question|last question|"
                        r"question|改写后的问题|最后的问题|问题)[*_\s]*[:：][*_\s]*", "",
                        first_line, flags=re.IGNORECASE).strip().strip('"“”*')
     if (not rewritten or refuses(rewritten) or parse_markers(rewritten)
             or len(rewritten) > 4 * len(question) + 200
-            or not keeps_new_terms(question, last_user, rewritten)):
+            or not keeps_question_terms(question, rewritten)):
         return fallback
     return rewritten
 
 
-def keeps_new_terms(question: str, previous: str, rewritten: str) -> bool:
-    """False when a rewrite drops everything the follow-up added to the previous question,
-    the small models' usual slip of repeating the previous question.
+def keeps_question_terms(question: str, rewritten: str) -> bool:
+    """A faithful rewrite only adds to the follow-up (what "it" or "he" stand for): it keeps
+    at least `share` of the follow-up's content terms. Small models instead often repeat the
+    previous question, or drift ("Which club did he join?" -> "Where did he join the Welsh
+    Rugby Union?"); such a rewrite would search for the wrong thing.
 
-    Example: keeps_new_terms("And when does it close?", "When does it open?",
-                             "When does it open?") is False
+    Example: keeps_question_terms("And when does it close?", "When does it open?") is False
     """
-    new = terms(question) - terms(previous)
-    return not new or bool(new & terms(rewritten))
+    wanted, kept = terms(question), terms(rewritten)
+    han = {t for t in wanted if _HAN.search(t)}  # bigrams: those around a replaced 它/那 go
+    return all(len(group & kept) >= share * len(group)
+               for group, share in ((wanted - han, KEEP_SHARE), (han, KEEP_SHARE_HAN)) if group)
 
 
 def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,

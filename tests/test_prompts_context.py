@@ -215,6 +215,13 @@ def test_follow_up_rewrite_is_used_or_falls_back_to_the_last_question() -> None:
                                        {"role": "assistant", "content": "7:15[1]。"}],
                              chinese) == "港务办公室几点关门？"
     assert chinese.reply_start == "改写后的问题："
+    roberts = [{"role": "user", "content": "Where was Iwan Roberts born?"},
+               {"role": "assistant", "content": "Bangor, Wales [1]."}]
+    drifted = Scripted(" Where did Iwan Roberts join the Welsh Rugby Union in 1997?")
+    assert condense_question("Which club did Iwan Roberts join in 1997?", roberts, drifted) \
+        == "Where was Iwan Roberts born? Which club did Iwan Roberts join in 1997?"
+    rambling = Scripted(" How tall is Iwan Roberts?\nIwan Roberts is 1.91 m tall [1].")
+    assert condense_question("How tall is he?", roberts, rambling) == "How tall is Iwan Roberts?"
     assert condense_question("And close?", [], Scripted("unused")) == "And close?"
 
 
