@@ -196,8 +196,7 @@ def _answer(kb: KnowledgeBase, question: str, history: list[dict[str, str]]) -> 
     if final.citations:
         print("\nSources:")
         for number, cite in enumerate(final.citations, start=1):
-            place = cite.location or (f"page {cite.page}" if cite.page else "")
-            where = f", {place}" if place else ""
+            where = f", {cite.place}" if cite.place else ""
             print(f"[{number}] {cite.source}{where}\n    “{cite.quote}”")
     return final
 
@@ -258,5 +257,4 @@ def serve(host: str | None, port: int, home: str | None) -> int:
            "--client.showErrorDetails", "none",
            "--server.maxUploadSize", str(settings.max_upload_mb)]
     print(f"kbqa: chat at http://{host}:{port}  (Ctrl+C stops it)", flush=True)
-    sys.stdout.flush()
     os.execve(sys.executable, cmd, env)  # the server is this process: stopping it stops all

@@ -12,19 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kbqa.domain import Answer, Citation, Conversation, Turn
-from kbqa.ingest.store import sqlite_pragmas
-from sqlalchemy import (
-    DateTime,
-    ForeignKey,
-    Integer,
-    Text,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import DateTime, ForeignKey, Integer, Text, delete, func, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 TITLE_CHARS = 60
@@ -82,15 +71,10 @@ def _utc(moment: datetime) -> datetime:
 class Conversations:
     """Create, list, rename and delete chats; append and read their turns."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", sqlite_pragmas)
-        _Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    def close(self) -> None:
-        self.engine.dispose()
+    def __init__(self, engine: Engine) -> None:
+        """`engine`: the knowledge base store's, so both share one connection setup."""
+        _Base.metadata.create_all(engine)
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def start(self, title: str) -> Conversation:
         now = _now()

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
+def place_label(location: str, page: int | None) -> str:
+    """Example: place_label("", 2) == "page 2"; place_label("slide 3", None) == "slide 3" """
+    return location or (f"page {page}" if page else "")
+
+
 @dataclass(frozen=True)
 class Section:
     """A span of a loaded document that shares one location (a page, a slide, a heading).
@@ -75,7 +80,7 @@ class Chunk:
     @property
     def place(self) -> str:
         """Where the chunk is, for people: "slide 3", "page 2", or ""."""
-        return self.location or (f"page {self.page}" if self.page else "")
+        return place_label(self.location, self.page)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,11 @@ class Citation:
     chunk_id: int
     score: float
     location: str = ""
+
+    @property
+    def place(self) -> str:
+        """As `Chunk.place`: "sheet Prices", "page 2", or ""."""
+        return place_label(self.location, self.page)
 
 
 @dataclass(frozen=True)

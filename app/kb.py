@@ -100,7 +100,7 @@ class KnowledgeBase:
     def conversations(self) -> Conversations:
         """The chats kept with this knowledge base (same database)."""
         if self._conversations is None:
-            self._conversations = Conversations(self.settings.db_url)
+            self._conversations = Conversations(self.store.engine)
         return self._conversations
 
     @property
@@ -194,8 +194,13 @@ class KnowledgeBase:
         validate_filters(filters)
         if self.is_empty():
             return []
-        check_embedder(self.store, self.embedder)
+        self.check_embedder()
         return self.retriever().search(query, k, filters, mode=mode)
+
+    def check_embedder(self) -> None:
+        """Raise EmbedderMismatch (saying how to rebuild) when the stored vectors were made by
+        another embedder than the one the settings now name."""
+        check_embedder(self.store, self.embedder)
 
     def retriever(self) -> Retriever:
         return Retriever(self.store, self.embedder, self.index,
@@ -252,8 +257,6 @@ class KnowledgeBase:
 
     def close(self) -> None:
         self.store.close()
-        if self._conversations is not None:
-            self._conversations.close()
 
 
 def open_kb(home: str | os.PathLike[str] | None = None, **settings: Any) -> KnowledgeBase:

@@ -17,14 +17,9 @@ PAGE_IMAGE_WIDTH = 900  # pixels: readable in the chat's column, small to send
 _PDFIUM = threading.Lock()
 
 
-def place_of(cite: Citation) -> str:
-    """Example: a citation on page 2 -> "page 2"; a sheet or slide keeps its own label."""
-    return cite.location or (f"page {cite.page}" if cite.page else "")
-
-
 def chip_label(number: int, cite: Citation) -> str:
     """Example: chip_label(1, <a.pdf, page 2>) == "[1] a.pdf · page 2" """
-    place = place_of(cite)
+    place = cite.place
     return f"[{number}] {Path(cite.source).name}" + (f" · {place}" if place else "")
 
 
@@ -34,14 +29,16 @@ def _loose(quote: str) -> re.Pattern[str]:
     return re.compile(r"\s+".join(words)) if words else re.compile(r"(?!)")
 
 
-def _pieces(quote: str) -> list[str]:
-    return [p for p in re.split(r"\s*…\s*", quote) if p.strip()]
+def _matches(passage: str, quote: str) -> list[re.Match[str] | None]:
+    """Where each part of the quote ("a … b" has two) is in the passage, or None."""
+    pieces = [p for p in re.split(r"\s*…\s*", quote) if p.strip()]
+    return [_loose(piece).search(passage) for piece in pieces]
 
 
 def highlight_found(passage: str, quote: str) -> bool:
     """Whether the passage still holds the quote (whitespace aside)."""
-    pieces = _pieces(quote)
-    return bool(pieces) and all(_loose(p).search(passage) for p in pieces)
+    found = _matches(passage, quote)
+    return bool(found) and all(found)
 
 
 def highlight(passage: str, quote: str) -> str:
@@ -49,11 +46,7 @@ def highlight(passage: str, quote: str) -> str:
 
     Example: highlight("a <b> c", "<b>") == "a <mark>&lt;b&gt;</mark> c"
     """
-    spans: list[tuple[int, int]] = []
-    for piece in _pieces(quote):
-        found = _loose(piece).search(passage)
-        if found:
-            spans.append(found.span())
+    spans = [found.span() for found in _matches(passage, quote) if found]
     out, last = [], 0
     for start, end in sorted(spans):
         if start < last:
@@ -78,7 +71,7 @@ def answer_markdown(answer: Answer) -> str:
     if answer.citations:
         lines += ["", "Sources:"]
         for number, cite in enumerate(answer.citations, start=1):
-            place = place_of(cite)
+            place = cite.place
             where = f", {place}" if place else ""
             quote = " ".join(cite.quote.split())
             lines.append(f"{number}. {Path(cite.source).name}{where}: \"{quote}\"")

@@ -7,7 +7,7 @@ from pathlib import Path
 import kbqa
 import streamlit as st
 from kbqa.conversations import history_of
-from kbqa.domain import Answer, Citation
+from kbqa.domain import Answer, Chunk, Citation
 from kbqa.errors import KbqaError
 from kbqa.preview import (
     answer_markdown,
@@ -15,7 +15,6 @@ from kbqa.preview import (
     highlight,
     highlight_found,
     marked_unsupported,
-    place_of,
     render_pdf_page,
 )
 from kbqa.ui_library import upload_box
@@ -29,26 +28,23 @@ def page_image(path: str, page: int, modified: float) -> bytes | None:
     return render_pdf_page(Path(path), page)
 
 
-def show_source(kb: kbqa.KnowledgeBase, cite: Citation) -> None:
-    """File, place, the whole passage with the supporting span marked, and the PDF page."""
-    name = Path(cite.source).name
-    place = place_of(cite)
-    st.markdown(f"**{name}**" + (f" · {place}" if place else ""))
+def show_source(cite: Citation, chunk: Chunk | None) -> None:
+    """File, place, the whole passage with the supporting span marked, and the PDF page.
+    `chunk` is the stored chunk the citation names, if it is still there."""
+    path = Path(cite.source)
+    st.markdown(f"**{path.name}**" + (f" · {cite.place}" if cite.place else ""))
     st.caption(cite.source)
-    chunk = kb.passages([cite.chunk_id]).get(cite.chunk_id)
     # a kept chat may cite a chunk since re-ingested (ids are not reused, but a rebuild
     # starts again): the stored passage counts only if it is still the quoted one
-    still = chunk is not None and chunk.source == cite.source and highlight_found(chunk.text,
-                                                                                 cite.quote)
-    passage = chunk.text if still and chunk is not None else cite.quote
+    passage = (chunk.text if chunk is not None and chunk.source == cite.source
+               and highlight_found(chunk.text, cite.quote) else cite.quote)
     st.markdown(f'<div style="font-size:0.92em;line-height:1.5">{highlight(passage, cite.quote)}'
                 "</div>", unsafe_allow_html=True)
-    path = Path(cite.source)
     if cite.page and path.suffix.lower() == ".pdf" and path.is_file():
         image = page_image(str(path), cite.page, path.stat().st_mtime)
         if image:
             with st.container(border=True):
-                st.image(image, caption=f"{name}, page {cite.page}")
+                st.image(image, caption=f"{path.name}, page {cite.page}")
 
 
 def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
@@ -65,10 +61,11 @@ def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
                     st.markdown(f"- {sentence}")
     if answer.search_query and answer.search_query != answer.question:
         st.caption(f"Searched for: {answer.search_query}")
+    stored = kb.passages([cite.chunk_id for cite in answer.citations])  # one query per answer
     with st.container(horizontal=True):
         for number, cite in enumerate(answer.citations, start=1):
             with st.popover(chip_label(number, cite)):
-                show_source(kb, cite)
+                show_source(cite, stored.get(cite.chunk_id))
         with st.popover("Copy", icon=":material/content_copy:"):
             st.caption("The answer and its sources as Markdown (copy button on the right)")
             st.code(answer_markdown(answer), language="markdown")

@@ -72,8 +72,7 @@ def settings_page(kb: kbqa.KnowledgeBase) -> None:
         st.info("Set by the environment, which wins over this page: "
                 + ", ".join(f"KBQA_{n.upper()}" for n in sorted(fixed & set(EXPLAINED))))
     with st.form("settings"):
-        model = st.text_input("Chat model file", value=s.model, help=EXPLAINED["model"],
-                              placeholder=str(s.model_path))
+        model = st.text_input("Chat model file", value=s.model, placeholder=str(s.model_path))
         st.caption(EXPLAINED["model"])
         gpu = st.number_input("GPU layers", value=max(s.n_gpu_layers, -1), min_value=-1, step=1)
         st.caption(EXPLAINED["n_gpu_layers"])
@@ -123,7 +122,7 @@ def embedder_check(kb: kbqa.KnowledgeBase) -> None:
     if kb.is_empty():
         return
     try:
-        kb.search("embedder check", k=1)
+        kb.check_embedder()
     except EmbedderMismatch as exc:
         st.warning(f"{exc}")
         if st.button("Index every document again with the new embedder", type="primary"):

@@ -27,6 +27,7 @@ from kbqa.llm.prompts import (
     detect_language,
     source_label,
 )
+from kbqa.retrieval.lexical import is_cjk
 from kbqa.settings import Settings
 
 MAX_HISTORY_TURNS = 6
@@ -35,7 +36,6 @@ CONDENSE_CHARS = 600  # of each, enough for the names a follow-up refers to
 CONDENSE_TOKENS = 64
 KEEP_SHARE = 0.85  # of the follow-up's words a usable rewrite keeps (all, up to 6)
 KEEP_SHARE_HAN = 0.5  # of its Han bigrams: replacing 它 or 那 also breaks its neighbours
-_HAN = re.compile(r"[\u3400-\u9fff]")
 
 
 def refusal_text(lang: str, near: Sequence[Chunk]) -> str:
@@ -151,14 +151,15 @@ def condense_question(question: str, history: Sequence[Message], generator: Gene
 
 def keeps_question_terms(question: str, rewritten: str) -> bool:
     """A faithful rewrite only adds to the follow-up (what "it" or "he" stand for): it keeps
-    at least `share` of the follow-up's content terms. Small models instead often repeat the
-    previous question, or drift ("Which club did he join?" -> "Where did he join the Welsh
-    Rugby Union?"); such a rewrite would search for the wrong thing.
+    KEEP_SHARE of the follow-up's words and KEEP_SHARE_HAN of its Han bigrams. Small models
+    instead often repeat the previous question, or drift ("Which club did he join?" ->
+    "Where did he join the Welsh Rugby Union?"); such a rewrite would search for the wrong
+    thing.
 
     Example: keeps_question_terms("And when does it close?", "When does it open?") is False
     """
     wanted, kept = terms(question), terms(rewritten)
-    han = {t for t in wanted if _HAN.search(t)}  # bigrams: those around a replaced 它/那 go
+    han = {t for t in wanted if is_cjk(t[0])}  # bigrams: those around a replaced 它/那 go
     return all(len(group & kept) >= share * len(group)
                for group, share in ((wanted - han, KEEP_SHARE), (han, KEEP_SHARE_HAN)) if group)
 

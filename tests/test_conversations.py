@@ -7,6 +7,7 @@ from pathlib import Path
 import kbqa
 from kbqa.conversations import Conversations, history_of, title_for
 from kbqa.domain import Answer, Citation
+from kbqa.ingest.store import Store
 
 
 def an_answer(text: str = "450 hours [1].") -> Answer:
@@ -16,12 +17,13 @@ def an_answer(text: str = "450 hours [1].") -> Answer:
 
 
 def test_a_chat_keeps_its_turns_and_answers_whole(tmp_path: Path) -> None:
-    chats = Conversations(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    store = Store(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    chats = Conversations(store.engine)
     chat = chats.start("How often must the Zephyr X200 pump be serviced?")
     chats.add_turn(chat.conversation_id, "How often?", an_answer())
     chats.add_turn(chat.conversation_id, "And the part?", an_answer("ZK-7731 [1]."))
-    chats.close()
-    reopened = Conversations(f"sqlite:///{tmp_path / 'kb.sqlite'}")  # a new process
+    store.close()
+    reopened = Conversations(Store(f"sqlite:///{tmp_path / 'kb.sqlite'}").engine)  # a new process
     turns = reopened.turns(chat.conversation_id)
     assert [t.question for t in turns] == ["How often?", "And the part?"]
     assert turns[0].answer == an_answer()  # citations, flags and query round-trip
@@ -36,7 +38,7 @@ def test_a_chat_keeps_its_turns_and_answers_whole(tmp_path: Path) -> None:
 
 
 def test_chats_list_newest_first_rename_and_delete(tmp_path: Path) -> None:
-    chats = Conversations(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    chats = Conversations(Store(f"sqlite:///{tmp_path / 'kb.sqlite'}").engine)
     first = chats.start("first")
     second = chats.start("second")
     chats.add_turn(first.conversation_id, "q", an_answer())  # activity moves it up
