@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-answer bench-browser lint clean llama-wheel browser
+.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-answer bench-faithfulness bench-browser lint clean llama-wheel browser
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -80,6 +80,9 @@ bench-retrieval: setup ## SciFact nDCG@10/R@100, CMRC R@1/@5 (BM25, dense, hybri
 
 bench-answer: setup ## SQuAD/CMRC answers: EM, F1, citation precision, refusals, TTFT vs the llama.cpp floor
 	$(BIN)/python bench/answer.py $(ARGS)
+
+bench-faithfulness: setup ## right vs swapped/negated/re-numbered answer sentences: accepted and flagged shares
+	$(BIN)/python bench/faithfulness.py $(ARGS)
 
 bench-browser: setup browser ## Enter to first visible token in Chromium against make run's server
 	$(BIN)/python bench/browser.py $(ARGS)

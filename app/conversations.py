@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-from kbqa.domain import Answer, Citation, Conversation, Turn
+from kbqa.domain import Answer, Citation, Conversation, Flag, Turn
 from sqlalchemy import DateTime, ForeignKey, Integer, Text, delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -50,7 +50,9 @@ def answer_to_json(answer: Answer) -> str:
 def answer_from_json(raw: str) -> Answer:
     data: dict[str, Any] = json.loads(raw)
     citations = [Citation(**c) for c in data.pop("citations", [])]
-    return Answer(citations=citations, **data)
+    # chats kept before flags had reasons stored the flagged sentences alone
+    flags = [Flag(f) if isinstance(f, str) else Flag(**f) for f in data.pop("unsupported", [])]
+    return Answer(citations=citations, unsupported=flags, **data)
 
 
 def title_for(question: str) -> str:

@@ -95,10 +95,15 @@ class Hit:
     coverage: float = 0.0
 
 
+# Between two sentences of a source that were not next to each other in the document.
+GAP = " … "
+
+
 @dataclass(frozen=True)
 class Source:
     """One numbered source given to the model: a retrieved chunk, or neighbouring chunks of
-    one document merged (their overlap said once). `hits` are in document order."""
+    one document merged (their overlap said once), or the sentences of them chosen for the
+    prompt (joined by GAP where they were not adjacent). `hits` are in document order."""
 
     hits: tuple[Hit, ...]
     text: str
@@ -135,18 +140,34 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A sentence of an answer that its sources do not support, and why ("the source says
+    1968"), so a user can check it."""
+
+    sentence: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Answer:
-    """What `ask` returns. `grounded` is False when the documents do not answer the question;
-    `unsupported` holds the sentences of the model's answer that no source supports (shown
-    flagged, never as fact); `search_query` is what was searched (a follow-up rewritten to
-    stand alone)."""
+    """What `ask` returns. `grounded` is True only when every sentence of the answer was
+    checked against its sources and passed; `refused` when the answer is "the documents
+    don't say" (nothing relevant was found, the model said so, or its main claim failed
+    the check). `unsupported` holds the sentences no source supports, each with the reason
+    (shown flagged, never as fact); `search_query` is what was searched (a follow-up
+    rewritten to stand alone)."""
 
     text: str
     citations: list[Citation] = field(default_factory=list)
     grounded: bool = False
     question: str = ""
-    unsupported: list[str] = field(default_factory=list)
+    unsupported: list[Flag] = field(default_factory=list)
     search_query: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """A refusal cites nothing; an answer with a flagged side remark still cites."""
+        return not self.citations
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ from kbqa.ingest.pipeline import (
 from kbqa.ingest.store import Store, StoredDocument
 from kbqa.llm.answer import answer_stream, condense_question, final_answer
 from kbqa.llm.citations import embedding_similarity
+from kbqa.llm.facts import WordSimilarity
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
 from kbqa.llm.prompts import prefix
+from kbqa.llm.reader import Reader, model_reader
 from kbqa.retrieval.filters import validate_filters
 from kbqa.retrieval.lexical import TermMatcher
 from kbqa.retrieval.rerank import CrossEncoderReranker
@@ -60,6 +62,7 @@ class KnowledgeBase:
         self._matcher = TermMatcher()
         self._reranker: Reranker | None = None
         self._conversations: Conversations | None = None
+        self._similarity: WordSimilarity | None = None
 
     # -- parts, built once ---------------------------------------------------------------
     @property
@@ -117,6 +120,18 @@ class KnowledgeBase:
             self._generator = LlamaCppGenerator(s.model_path, n_ctx=s.n_ctx, threads=s.threads,
                                                 n_gpu_layers=s.n_gpu_layers, seed=s.seed)
         return self._generator
+
+    @property
+    def similarity(self) -> WordSimilarity:
+        """Word similarity by the embedder, for telling a synonym from a swapped fact."""
+        if self._similarity is None:
+            self._similarity = embedding_similarity(self.embedder.encode)
+        return self._similarity
+
+    @property
+    def reader(self) -> Reader | None:
+        """The second reader (the chat model, asked yes or no), unless switched off."""
+        return model_reader(self.generator) if self.settings.second_reader == "on" else None
 
     def _current_generation(self) -> int:
         return int(self.store.get_meta("index_generation", "0") or 0)
@@ -219,8 +234,9 @@ class KnowledgeBase:
         query = condense_question(question, history or (), self.generator)
         hits = self.search(query, k=max(self.settings.top_k * 2, 8))
         yield from answer_stream(question, hits, self.generator, self.settings, history or (),
-                                 embedding_similarity(self.embedder.encode), search_query=query,
-                                 floor=self.settings.relevance_floor(self.embedder.name))
+                                 self.similarity, search_query=query,
+                                 floor=self.settings.relevance_floor(self.embedder.name),
+                                 reader=self.reader)
 
     def warm_up(self) -> None:
         """Load the embedder, the vectors and the chat model, and evaluate the prompt's fixed

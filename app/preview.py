@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from kbqa.domain import Answer, Citation
-from kbqa.llm.citations import UNSUPPORTED_FLAG
+from kbqa.llm.citations import flag_marker
 
 PAGE_IMAGE_WIDTH = 900  # pixels: readable in the chat's column, small to send
 # PDFium is not thread-safe, and each browser session runs in a thread of its own.
@@ -58,10 +58,17 @@ def highlight(passage: str, quote: str) -> str:
     return "".join(out).replace("\n", "<br>")
 
 
-def marked_unsupported(text: str) -> str:
-    """The answer's Markdown with the "not supported" flags made to stand out."""
-    for flag in UNSUPPORTED_FLAG.values():
-        text = text.replace(flag, f" :orange-badge[⚠ {flag.strip('()（）')}]")
+def marked_unsupported(answer: Answer) -> str:
+    """The answer's Markdown with each "not supported" flag as an orange badge that says
+    why ("⚠ not supported by the documents: the source says 1968")."""
+    text = answer.text
+    for flag in answer.unsupported:
+        for lang in ("en", "zh"):
+            marker = flag_marker(flag.reason, lang)
+            if marker in text:
+                shown = re.sub(r"[\[\]]", "", marker.strip("()（）"))
+                text = text.replace(marker, f" :orange-badge[⚠ {shown}]", 1)
+                break
     return text
 
 

@@ -27,6 +27,8 @@ RELEVANCE_FLOORS = {DEFAULT_EMBEDDER: 0.85, MULTILINGUAL_EMBEDDER: 0.5}
 SEARCH_MODES = ("hybrid", "dense", "lexical")
 # "auto" answers in the question's language.
 ANSWER_LANGUAGES = ("auto", "en", "zh")
+# The second reader: the chat model asked yes or no where the fact rules cannot decide.
+SECOND_READER = ("on", "off")
 # Settings the chat's settings page saves, in this file of the knowledge base folder; the
 # environment and explicit arguments still win over it.
 SAVED_SETTINGS_FILE = "settings.json"
@@ -83,6 +85,9 @@ class Settings:
     max_answer_tokens: int = 384
     temperature: float = 0.1
     answer_language: str = "auto"
+    # "on": claims the fact rules cannot decide (a bare answer next to other candidates in
+    # its passage) are put to the chat model as a yes/no question (bench-faithfulness).
+    second_reader: str = "on"
     seed: int = 42
     max_file_mb: int = 200
     database_url: str = ""
@@ -159,6 +164,8 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "answer_language" and result not in ANSWER_LANGUAGES:
         raise SettingError("KBQA_ANSWER_LANGUAGE must be auto (the question's language), "
                            f"en or zh, got {value!r}")
+    if name == "second_reader" and result not in SECOND_READER:
+        raise SettingError(f"KBQA_SECOND_READER must be on or off, got {value!r}")
     if name == "temperature" and not 0 <= result <= 2:
         raise SettingError(f"KBQA_TEMPERATURE must be between 0 and 2, got {value!r}")
     return result

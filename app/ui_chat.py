@@ -48,17 +48,18 @@ def show_source(cite: Citation, chunk: Chunk | None) -> None:
 
 
 def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
-    if answer.grounded:
-        st.markdown(marked_unsupported(answer.text))
+    if not answer.refused:
+        st.markdown(marked_unsupported(answer))
         if answer.unsupported:
-            st.caption(f"{len(answer.unsupported)} sentence(s) marked: no passage in the "
-                       "documents backs them; treat them with caution.")
+            st.caption(f"{len(answer.unsupported)} sentence(s) marked: the cited passage does "
+                       "not back them (the badge says why); treat them with caution.")
     else:
         st.warning(answer.text, icon="🔎")
         if answer.unsupported:
-            with st.expander("What the model wrote (no passage in the documents supports it)"):
-                for sentence in answer.unsupported:
-                    st.markdown(f"- {sentence}")
+            with st.expander("What the model wrote, and why it was not shown as an answer"):
+                for flag in answer.unsupported:
+                    why = f" — *{flag.reason}*" if flag.reason else ""
+                    st.markdown(f"- {flag.sentence}{why}")
     if answer.search_query and answer.search_query != answer.question:
         st.caption(f"Searched for: {answer.search_query}")
     stored = kb.passages([cite.chunk_id for cite in answer.citations])  # one query per answer

@@ -47,7 +47,7 @@ import llama_cpp
 import numpy as np
 from kbqa.domain import Answer
 from kbqa.kb import KnowledgeBase
-from kbqa.llm.citations import strip_markers
+from kbqa.llm.citations import flag_marker, strip_markers
 from kbqa.llm.model import LlamaCppGenerator, Message
 from kbqa.llm.packaged import PACKAGED_MODELS
 from kbqa.llm.prompts import prefix
@@ -61,7 +61,8 @@ SEED = 2026
 QUALITY_TITLE = ("Answer quality (SQuAD: token F1; CMRC: character F1; refusals on left-out "
                  "articles)")
 QUALITY_HEADER = ["model", "set", "questions", "EM", "F1", "gold contained", "gold in prompt",
-                  "citation precision (n)", "false refusals", "left-out refused (n)"]
+                  "citation precision (n)", "false refusals", "flagged, shown",
+                  "left-out refused (n)"]
 
 
 # -- scoring (SQuAD v1.1 and CMRC 2018 evaluation rules) -----------------------------------
@@ -149,6 +150,16 @@ def scores(kind: str, prediction: str, golds: Sequence[str]) -> tuple[float, flo
 
 
 _SOURCE_BODY = re.compile(r"<source [^>]*>\n(.*?)\n</source>", re.DOTALL)
+
+
+def shown_answer(answer: Answer) -> str:
+    """The answer as a user reads it, without markers or the flags' notes (a flagged side
+    remark is shown, marked; a refusal predicts nothing)."""
+    text = answer.text
+    for flag in answer.unsupported:
+        for lang in ("en", "zh"):
+            text = text.replace(flag_marker(flag.reason, lang), "")
+    return strip_markers(text)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -249,6 +260,7 @@ class Recorder:
 
     inner: LlamaCppGenerator
     calls: list[Call] = field(default_factory=list)
+    reads: list[float] = field(default_factory=list)  # the second reader's calls, seconds
 
     @property
     def name(self) -> str:
@@ -266,6 +278,13 @@ class Recorder:
 
     def warm(self, messages: Sequence[Message]) -> None:
         self.inner.warm(messages)
+
+    def choice_probabilities(self, messages: Sequence[Message],
+                             choices: Sequence[Sequence[str]]) -> list[float]:
+        started = time.perf_counter()
+        result = self.inner.choice_probabilities(messages, choices)
+        self.reads.append(time.perf_counter() - started)
+        return result
 
     def stream_chat(self, messages: Sequence[Message], *, max_tokens: int,
                     temperature: float, reply_start: str = "") -> Iterator[str]:
@@ -331,7 +350,8 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
     kb.warm_up()  # as the chat does at start: models loaded, fixed prefix evaluated
     chunk_text: dict[int, str] = {}
     ems, f1s, contained, in_prompt, precise, cited, refused_in = [], [], [], [], [], [], 0
-    ttfts, floors, warm_floors, ratios, prompt_sizes = [], [], [], [], []
+    ttfts, floors, warm_floors, ratios, prompt_sizes, totals = [], [], [], [], [], []
+    flagged = 0
     gen_tokens = gen_seconds = raw_tokens = raw_seconds = 0.0
     refused_out = 0
     asked = [(q, True) for q in dataset.answerable] + [(q, False) for q in dataset.left_out]
@@ -339,15 +359,22 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
         before = len(recorder.calls)
         started = time.perf_counter()
         final: Answer | None = None
+        reads_before = len(recorder.reads)
         for item in kb.ask_stream(question.text):
             if isinstance(item, Answer):
                 final = item
         assert final is not None
+        total = time.perf_counter() - started
         call = recorder.calls[-1] if len(recorder.calls) > before else None
         row: dict[str, Any] = {"set": dataset.kind, "model": model_key, "q": question.text,
                                "gold": question.golds, "answerable": answerable,
                                "answer": final.text, "grounded": final.grounded,
-                               "unsupported": final.unsupported, "model_called": bool(call)}
+                               "refused": final.refused, "shown": shown_answer(final),
+                               "unsupported": [[f.sentence, f.reason] for f in final.unsupported],
+                               "model_called": bool(call), "seconds": round(total, 3),
+                               "reads": len(recorder.reads) - reads_before}
+        if call is not None:
+            totals.append(total)
         if call is not None and call.first is not None:
             ttft = call.first - started
             ttfts.append(ttft)
@@ -368,7 +395,8 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
                     raw_seconds += raw_gen
                 row.update(floor=round(cold, 3), warm_floor=round(warm, 3))
         if answerable:
-            prediction = strip_markers(final.text) if final.grounded else ""
+            prediction = "" if final.refused else shown_answer(final)
+            flagged += not final.refused and not final.grounded
             exact, f1, contains = scores(dataset.kind, prediction, question.golds)
             ems.append(exact)
             f1s.append(f1)
@@ -379,7 +407,7 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
                 row.update(in_prompt=in_prompt[-1], prompt=call.messages[-1]["content"])
             else:
                 in_prompt.append(False)
-            refused_in += not final.grounded
+            refused_in += final.refused
             missing = [c.chunk_id for c in final.citations if c.chunk_id not in chunk_text]
             for chunk_id, chunk in kb.store.chunks_by_id(missing).items():
                 chunk_text[chunk_id] = chunk.text
@@ -391,7 +419,7 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
             cited.append(len(final.citations))
             row.update(em=exact, f1=round(f1, 3), contained=contains)
         else:
-            refused_out += not final.grounded
+            refused_out += final.refused
         if out:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
@@ -404,7 +432,7 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
         f"{100 * statistics.fmean(ems):.1f}", f"{100 * statistics.fmean(f1s):.1f}",
         f"{100 * statistics.fmean(contained):.1f}%", f"{100 * statistics.fmean(in_prompt):.1f}%",
         f"{100 * statistics.fmean(precise):.1f}% ({len(precise)})" if precise else "-",
-        f"{100 * refused_in / answered:.1f}%",
+        f"{100 * refused_in / answered:.1f}%", f"{100 * flagged / answered:.1f}%",
         f"{100 * refused_out / max(len(dataset.left_out), 1):.1f}% ({len(dataset.left_out)})",
     ]
     gen_rate = gen_tokens / gen_seconds if gen_seconds else 0.0
@@ -414,6 +442,9 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
         f"{statistics.median(prompt_sizes):.0f}" if prompt_sizes else "-",
         f"{statistics.median(ttfts):.2f}" if ttfts else "-",
         f"{percentile(ttfts, 0.95):.2f}" if ttfts else "-",
+        f"{statistics.median(totals):.2f}" if totals else "-",
+        f"{len(recorder.reads) / max(len(totals), 1):.2f}",
+        f"{statistics.median(recorder.reads):.2f}" if recorder.reads else "-",
         f"{statistics.median(floors):.2f} ({len(floors)})" if floors else "-",
         f"{statistics.median(warm_floors):.2f}" if warm_floors else "-",
         f"{statistics.median(ratios):.2f}" if ratios else "-",
@@ -421,6 +452,16 @@ def run_model(kb: KnowledgeBase, dataset: Dataset, model_key: str, floor_every: 
         f"{gen_rate / raw_rate:.2f}" if raw_rate else "-",
     ]
     return quality, speed
+
+
+def refused_of(row: dict[str, Any]) -> bool:
+    """A saved row's refusal (runs before flags had reasons: not grounded)."""
+    return bool(row.get("refused", not row["grounded"]))
+
+
+def flagged_share(rows: Sequence[dict[str, Any]]) -> float:
+    """Answers shown with a flagged sentence (not refused, not wholly grounded)."""
+    return statistics.fmean(not refused_of(r) and not r["grounded"] for r in rows)
 
 
 def rescore(results: Path, keep: Path) -> list[list[str]]:
@@ -438,7 +479,7 @@ def rescore(results: Path, keep: Path) -> list[list[str]]:
         kb.close()
         ems, f1s, contained, in_prompt, precise = [], [], [], [], []
         for r in asked:
-            prediction = strip_markers(r["answer"]) if r["grounded"] else ""
+            prediction = "" if refused_of(r) else r.get("shown", strip_markers(r["answer"]))
             exact, f1, contains = scores(kind, prediction, r["gold"])
             ems.append(exact)
             f1s.append(f1)
@@ -452,8 +493,9 @@ def rescore(results: Path, keep: Path) -> list[list[str]]:
             f"{100 * statistics.fmean(f1s):.1f}", f"{100 * statistics.fmean(contained):.1f}%",
             f"{100 * statistics.fmean(in_prompt):.1f}%",
             f"{100 * statistics.fmean(precise):.1f}% ({len(precise)})" if precise else "-",
-            f"{100 * sum(not r['grounded'] for r in asked) / len(asked):.1f}%",
-            f"{100 * sum(not r['grounded'] for r in left) / max(len(left), 1):.1f}% "
+            f"{100 * statistics.fmean(refused_of(r) for r in asked):.1f}%",
+            f"{100 * flagged_share(asked):.1f}%",
+            f"{100 * sum(refused_of(r) for r in left) / max(len(left), 1):.1f}% "
             f"({len(left)})"])
     return table_rows
 
@@ -532,7 +574,8 @@ def main() -> int:
           "evaluating the same prompt tokens; cold from an empty cache, warm with the fixed "
           "instructions and examples cached, as kbqa has them after its first question)",
           ["model", "set", "model calls", "prompt tokens p50", "TTFT p50 (s)",
-           "TTFT p95 (s)", "cold floor p50 (s) (n)", "warm floor p50 (s)",
+           "TTFT p95 (s)", "answer p50 (s)", "reader calls/answer", "reader p50 (s)",
+           "cold floor p50 (s) (n)", "warm floor p50 (s)",
            "TTFT/warm floor p50", "gen tok/s", "raw gen tok/s", "gen ratio"],
           speed_rows)
     print("\n" + "\n".join(notes))

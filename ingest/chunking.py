@@ -6,29 +6,14 @@ unit tests), so the budget matches what the embedder will really see.
 
 from __future__ import annotations
 
-import itertools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kbqa.domain import ChunkDraft, Section
+from kbqa.text import is_cjk, split_sentences
 
 TokenCounter = Callable[[str], int]
 BatchCounter = Callable[[Sequence[str]], list[int]]
-
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-# Latin sentence ends need following whitespace; CJK ends (。！？；) need none.
-_NEXT = r"(?=[\"'“‘(\[]?[A-Z0-9" + _CJK + r"])"
-_SENTENCE_SPLIT = re.compile(
-    r"(?<=[.!?])\s+" + _NEXT
-    + r"|(?<=[.!?][\"'”’)\]])\s+" + _NEXT
-    + r"|(?<=[。！？；])(?![”’」』）)])\s*"
-    + r"|(?<=[。！？；!?][”’」』）)])\s*"
-)
-_TERMINAL = re.compile(r"[.!?:;。！？；：…”’」』)]\s*$")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•·+]|\d{1,3}[.)]|[a-zA-Z][.)])\s+")
-_SHORT_LINE = 40
 
 
 @dataclass(frozen=True)
@@ -38,10 +23,6 @@ class Unit:
     text: str
     tokens: int
     para_start: bool
-
-
-def is_cjk(char: str) -> bool:
-    return bool(_CJK_CHAR.match(char))
 
 
 def join_pieces(left: str, right: str) -> str:
@@ -56,53 +37,6 @@ def join_pieces(left: str, right: str) -> str:
     if is_cjk(left[-1]) or is_cjk(right[0]):
         return left + right
     return left + " " + right
-
-
-def paragraph_lines(paragraph: str) -> list[str]:
-    """Unwrap hard-wrapped lines, keeping real line breaks (short lines, list items).
-
-    Example: paragraph_lines("one long\\nline.\\n- item") == ["one long line.", "- item"]
-    """
-    out: list[list[str]] = []  # pieces per output line, joined once at the end (linear)
-    length = 0  # characters in the output line being built
-    for raw in paragraph.split("\n"):
-        line = raw.strip()
-        if not line:
-            continue
-        ends = bool(_TERMINAL.search(out[-1][-1])) or length < _SHORT_LINE if out else True
-        if not ends and not _LIST_ITEM.match(line):
-            out[-1].append(line)
-            length += len(line) + 1
-        else:
-            out.append([line])
-            length = len(line)
-    lines = []
-    for pieces in out:
-        parts = [pieces[0]]
-        for left, right in itertools.pairwise(pieces):
-            parts.append("" if is_cjk(left[-1]) or is_cjk(right[0]) else " ")
-            parts.append(right)
-        lines.append("".join(parts))
-    return lines
-
-
-def split_sentences(text: str) -> list[tuple[str, bool]]:
-    """Sentences in order, each with True where it starts a paragraph (list items stay
-    inside theirs: a reference list cut item by item floods retrieval with tiny chunks).
-
-    Example: split_sentences("A b. C d.\n\n你好。再见。") ==
-        [("A b.", True), ("C d.", False), ("你好。", True), ("再见。", False)]
-    """
-    result: list[tuple[str, bool]] = []
-    for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
-        first = True
-        for line in paragraph_lines(paragraph):
-            for sentence in _SENTENCE_SPLIT.split(line):
-                sentence = sentence.strip()
-                if sentence:
-                    result.append((sentence, first))
-                    first = False
-    return result
 
 
 def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 from kbqa.errors import ModelMissing
-from kbqa.retrieval.lexical import is_cjk
 from kbqa.settings import DEFAULT_EMBEDDER, MULTILINGUAL_EMBEDDER
+from kbqa.text import is_cjk
 
 MULTILINGUAL_NAMES = (MULTILINGUAL_EMBEDDER, "use", "multilingual")
 CJK_SHARE_FOR_MULTILINGUAL = 0.2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kbqa.domain import Document, Section
 from kbqa.errors import IngestError
+from kbqa.text import CJK
 
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\xfe\xff", "utf-32-be"),
@@ -82,8 +83,7 @@ def _decode_legacy(data: bytes) -> str:
         return text
 
 
-_RUN_OF_NON_WORDS = re.compile(r"[^\s" + "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
-                               + r"]{2000,}")
+_RUN_OF_NON_WORDS = re.compile(r"[^\s" + CJK + r"]{2000,}")
 
 
 def _require_text(text: str, *, prose: bool = True) -> str:

@@ -5,18 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from kbqa.domain import Answer, Chunk, Hit, Source
+from kbqa.domain import Answer, Chunk, Flag, Hit, Source
 from kbqa.errors import PromptTooLong
-from kbqa.llm.citations import (
-    UNSUPPORTED_FLAG,
-    Similarity,
-    check_citations,
-    parse_markers,
-    refuses,
-    strip_markers,
-    terms,
-)
+from kbqa.llm.citations import check_citations, parse_markers, refuses, strip_markers
 from kbqa.llm.context import focus_sources, source_budget
+from kbqa.llm.facts import WordSimilarity
 from kbqa.llm.model import Generator, Message
 from kbqa.llm.prompts import (
     CLOSEST,
@@ -24,11 +17,11 @@ from kbqa.llm.prompts import (
     REFUSAL,
     build_messages,
     condense_messages,
-    detect_language,
     source_label,
 )
-from kbqa.retrieval.lexical import is_cjk
+from kbqa.llm.reader import Reader
 from kbqa.settings import Settings
+from kbqa.text import content_terms, detect_language, is_cjk
 
 MAX_HISTORY_TURNS = 6
 CONDENSE_TURNS = 4  # messages shown to the model when rewriting a follow-up
@@ -158,7 +151,7 @@ def keeps_question_terms(question: str, rewritten: str) -> bool:
 
     Example: keeps_question_terms("And when does it close?", "When does it open?") is False
     """
-    wanted, kept = terms(question), terms(rewritten)
+    wanted, kept = content_terms(question), content_terms(rewritten)
     han = {t for t in wanted if is_cjk(t[0])}  # bigrams: those around a replaced 它/那 go
     return all(len(group & kept) >= share * len(group)
                for group, share in ((wanted - han, KEEP_SHARE), (han, KEEP_SHARE_HAN)) if group)
@@ -166,14 +159,16 @@ def keeps_question_terms(question: str, rewritten: str) -> bool:
 
 def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
                   settings: Settings, history: Sequence[Message] = (),
-                  similarity: Similarity | None = None, search_query: str = "",
-                  floor: float | None = None) -> Iterator[str | Answer]:
+                  similarity: WordSimilarity | None = None, search_query: str = "",
+                  floor: float | None = None, reader: Reader | None = None
+                  ) -> Iterator[str | Answer]:
     """Yield text pieces as the model writes them, then the checked Answer. `floor` is the
-    relevance below which no model is called (default: settings.relevance_floor)."""
+    relevance below which no model is called (default: settings.relevance_floor); `reader`
+    is the second reader for claims the rules cannot decide (None: they pass)."""
     lang = (detect_language(question) if settings.answer_language == "auto"
             else settings.answer_language)
 
-    def refuse(near: Sequence[Chunk], unsupported: Sequence[str] = ()) -> Answer:
+    def refuse(near: Sequence[Chunk], unsupported: Sequence[Flag] = ()) -> Answer:
         return Answer(text=refusal_text(lang, near), grounded=False, question=question,
                       unsupported=list(unsupported), search_query=search_query)
 
@@ -202,13 +197,12 @@ def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
     if not strip_markers(raw) or refuses(raw):
         yield refuse(closest)
         return
-    checked = check_citations(raw, question, sources, similarity, flag=UNSUPPORTED_FLAG[lang])
-    if not checked.supported:  # nothing the model said is in the sources
-        yield refuse(closest, checked.unsupported or [strip_markers(raw)])
+    checked = check_citations(raw, question, sources, similarity, lang=lang, reader=reader)
+    if not checked.supported or checked.main_failed:  # the answer itself is not in them
+        yield refuse(closest, checked.flags or [Flag(strip_markers(raw))])
         return
-    yield Answer(text=checked.text, citations=checked.citations, grounded=True,
-                 question=question, unsupported=checked.unsupported,
-                 search_query=search_query)
+    yield Answer(text=checked.text, citations=checked.citations, grounded=not checked.flags,
+                 question=question, unsupported=checked.flags, search_query=search_query)
 
 
 def final_answer(stream: Iterable[str | Answer]) -> Answer:
@@ -223,7 +217,7 @@ def final_answer(stream: Iterable[str | Answer]) -> Answer:
 
 
 def answer(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
-           history: Sequence[Message] = (), similarity: Similarity | None = None,
-           floor: float | None = None) -> Answer:
+           history: Sequence[Message] = (), similarity: WordSimilarity | None = None,
+           floor: float | None = None, reader: Reader | None = None) -> Answer:
     return final_answer(answer_stream(question, hits, generator, settings, history,
-                                      similarity, floor=floor))
+                                      similarity, floor=floor, reader=reader))

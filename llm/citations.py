@@ -1,9 +1,11 @@
-"""Pure citation checks: parse [n] markers, keep only those a source supports, quote it.
+"""Citation checks: parse [n] markers, check every claim against the source it cites,
+re-attribute or flag it, and quote the place that states it.
 
-Small local models number their citations unreliably, so every marker is checked against the
-text of the source it names, and an answer that cites nothing is attributed to the source
-that supports it best. The measure is lexical: the answer's content terms that the question
-did not already contain (names, numbers, places) must appear in the source.
+Small local models number their citations unreliably and now and then pick the wrong item
+from the right passage, so each clause is checked fact by fact against the place of its
+source that it restates (`kbqa.llm.facts`); where rules cannot decide, the second reader
+(`kbqa.llm.reader`) is asked. A clause its cited source does not support is attributed to
+the source that does, if one does, and flagged with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -11,107 +13,88 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from kbqa.domain import Citation, Source
-from kbqa.ingest.chunking import split_sentences
+from kbqa.domain import GAP, Citation, Flag, Source
+from kbqa.llm.facts import (
+    FLAGGED,
+    SUPPORTED,
+    UNDECIDED,
+    Verdict,
+    WordSimilarity,
+    check_claim,
+    places,
+    stem,
+)
+from kbqa.llm.reader import Reader, accepts
+from kbqa.retrieval.lexical import query_terms
+from kbqa.text import content_terms, is_cjk_text, split_sentences, tokens
 
-SUPPORT = 0.5  # share of a sentence's new terms its source must hold
-WEAK_SUPPORT = 0.25  # ... or this share, when the meaning is close (a paraphrase)
-PARAPHRASE = 0.6  # embedding similarity that counts as close in meaning
-SIMILARITY_WEIGHT = 0.5  # how much meaning counts, against terms, when choosing a source
 MAX_CITATIONS = 4  # = the default top_k: every source given may be cited
 MAX_QUOTE_CHARS = 400
-MAX_SENTENCES_COMPARED = 40  # per source, when comparing meaning
-GAP = " … "  # between sentences of a source that were not next to each other
-UNSUPPORTED_FLAG = {"en": "(not supported by the documents)", "zh": "（文档中没有依据）"}
+ABOUT_QUESTION = 0.5  # share of the question's terms a source cited for "Yes." must hold
+# A supported claim whose place holds less than this share of what the place that matches
+# the question best holds is true but may not answer the question (another sentence of
+# the documents): the second reader decides.
+ON_QUESTION = 0.5
+UNSUPPORTED_LABEL = {"en": "not supported by the documents", "zh": "文档中没有依据"}
+READER_REASON = {
+    "en": "the source does not give this as the answer",
+    "zh": "来源没有给出这个答案",
+}
 
 _MARKER = re.compile(
     r"\[\s*(?:source|sources|资料|来源)?\s*(\d+(?:\s*[,，、;]\s*\d+)*)\s*\]|【\s*(\d+)\s*】",
     re.IGNORECASE,
 )
-_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_WORD = re.compile(r"[^\W_]+")
-_STOPWORDS = frozenset(
-    """a an the and or but if of to in on at by for with from as is are was were be been being
-    it its this that these those there here he she they them his her their we you i me my our
-    your not no yes do does did done has have had can could would should will shall may might
-    what which who whom whose when where why how than then so such also very just about into
-    over under after before between during while per via according source sources document
-    documents text passage context information provided mentioned states stated says said""".split()  # noqa: SIM905
-)
-_STOP_BIGRAMS = frozenset({"根据", "资料", "文档", "提到", "来源", "中的", "的是", "这个", "一个"})
 
-_REFUSAL_PATTERNS = re.compile(
-    r"documents don.t say|(?:documents?|sources?|context|text|passages?|information)\b[^.]{0,60}"
-    r"\b(?:do(?:es)?\s*n[o’']?t|did\s*n[o’']?t|never)\s+(?:say|mention|contain|provide|include|"
-    r"specify|state|give|indicate|answer)|\bno (?:information|mention|answer)\b|"
-    r"\bcannot (?:be )?(?:answer|determine|find|found)|\bunable to (?:answer|determine|find)|"
-    r"\bi (?:do not|don.t) know\b|"
-    r"没有提到|没有提及|未提及|未提到|没有相关|无法回答|没有找到|未找到|没有说明|无法确定|不包含|"
-    r"没有包含|没有给出|未给出|没有信息|无相关",
+# -- refusals --------------------------------------------------------------------------
+# A refusal speaks of the documents (or of not knowing): "The pump cannot find water when
+# the filter is clogged" and "No information is kept after 30 days" are answers.
+_DOCUMENTS = (r"(?:documents?|sources?|context|texts?|passages?|provided (?:information|"
+              r"material)|given (?:information|material)|information (?:provided|given)|"
+              r"materials?|excerpts?|articles?)")
+_NOT_SAYING = (r"(?:do(?:es)?\s*n[o’']?t|did\s*n[o’']?t|never|fails? to)\s+(?:say|mention|"
+               r"contain|provide|include|specify|state|give|indicate|answer|cover|discuss|"
+               r"describe|address)")
+_NOT_GIVEN = r"(?:not|never) (?:mentioned|provided|specified|stated|found|given|included|covered)"
+_REFUSAL = re.compile(
+    r"documents don.t say|"
+    rf"\b{_DOCUMENTS}\b[^.。]{{0,60}}\b(?:{_NOT_SAYING}|{_NOT_GIVEN}|"
+    r"(?:has|have|contains?|includes?|gives?|provides?) no (?:information|mention|answer|"
+    r"details?|data))|"
+    rf"\b{_NOT_GIVEN}\b[^.。]{{0,60}}\b(?:in|by) the {_DOCUMENTS}|"
+    rf"\b(?:there is|there's) no (?:information|mention|answer|data|details?)\b[^.。]{{0,60}}"
+    rf"\b(?:in|from) the {_DOCUMENTS}|"
+    rf"\bno (?:information|mention|answer|details?)\b[^.。]{{0,40}}\b(?:in|from|by) the "
+    rf"{_DOCUMENTS}|"
+    r"\b(?:i|we)\s+(?:do not|don.t|cannot|can.t|can not|am unable to|are unable to|could not|"
+    r"couldn.t)\s+(?:know|answer|determine|find|tell|say)\b|"
+    r"\b(?:cannot|can.t|can not|unable to) (?:be )?(?:answer(?:ed)?|determin(?:e|ed))\b[^.。]"
+    rf"{{0,40}}\b(?:from|based on|with|using) the (?:\w+ )?{_DOCUMENTS}|"
+    r"^\s*(?:it )?(?:cannot|can.t|can not) be (?:answered|determined)\b|"
+    r"^\s*(?:unknown|not known|no answer)\W*$|"
+    # Chinese: a not-saying verb with a word for the documents, or 我/无法 + answer.
+    r"(?:资料|文档|文件|来源|上下文|文中|原文|文章|材料|提供的信息|给出的信息|所给信息|信息中)"
+    r"[^。！？]{0,20}?(?:没有|未|并未|并没有|不)(?:提到|提及|提供|说明|包含|给出|涉及|记载|记录|显示)|"
+    r"(?:资料|文档|文件|来源|上下文|文中|原文|文章|材料)[^。！？]{0,12}?(?:没有|无)(?:相关)?"
+    r"(?:信息|说明|记载|答案|内容)|"
+    r"文档中没有提到|我(?:不知道|无法回答|无法确定|不确定)|^\s*无法(?:回答|确定|判断)|"
+    r"(?:根据|从)(?:资料|文档|文件|来源|上下文|文中|原文|材料)[^。！？]{0,10}?无法(?:回答|确定|判断|得知)",
     re.IGNORECASE,
 )
-# "not mentioned" & co. are a refusal only when they speak of the documents: "The X200 is
-# not available in blue [1]" is an answer.
-_NOT_IN_DOCUMENTS = re.compile(
-    r"\bnot (?:mentioned|provided|specified|stated|found|available|given)\b[^.]{0,60}"
-    r"\b(?:documents?|sources?|context|text|passages?|information)\b|"
-    r"\b(?:documents?|sources?|context|text|passages?|information)\b[^.]{0,60}"
-    r"\bnot (?:mentioned|provided|specified|stated|found|available|given)\b",
-    re.IGNORECASE,
-)
-
-
-def terms(text: str) -> set[str]:
-    """Content terms: case-folded words (light plural folding) and Han-character bigrams.
-
-    Example: terms("Iwan was born in Bangor") == {"iwan", "born", "bangor"}
-    """
-    found: set[str] = set()
-    for run in _HAN_RUN.findall(text):
-        if len(run) == 1:
-            found.add(run)
-        found.update(run[i:i + 2] for i in range(len(run) - 1))
-    found -= _STOP_BIGRAMS
-    for word in _WORD.findall(_HAN_RUN.sub(" ", text.lower())):
-        if word in _STOPWORDS or (len(word) < 2 and not word.isdigit()):
-            continue
-        if len(word) > 4 and word.endswith("es") and not word.endswith("ses"):
-            word = word[:-2]
-        elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        found.add(word)
-    return found
-
-
-def parse_markers(text: str) -> list[int]:
-    """Source numbers in order of first appearance.
-
-    Example: parse_markers("A [2]. B [1, 2]. C【3】") == [2, 1, 3]
-    """
-    numbers: list[int] = []
-    for match in _MARKER.finditer(text):
-        for raw in re.split(r"[,，、;]", match.group(1) or match.group(2)):
-            number = int(raw.strip())
-            if number not in numbers:
-                numbers.append(number)
-    return numbers
-
-
-def strip_markers(text: str) -> str:
-    """Example: strip_markers("Bangor [1].") == "Bangor." """
-    text = re.sub(r"[ \t]+([.,;:!?。，；])(?=\s|$)", r"\1", _MARKER.sub("", text))
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 def is_refusal(text: str) -> bool:
-    """Does this (first) sentence of an answer say the sources do not contain the answer?
+    """Does this sentence say the documents do not hold the answer (or that the model does
+    not know)? Words like "cannot" or "no information" alone are content.
 
-    Example: is_refusal("The documents don't say.") is True
+    Example: is_refusal("The documents don't say.") is True;
+             is_refusal("No information is kept after 30 days.") is False
     """
-    head = text[:300]
-    return bool(_REFUSAL_PATTERNS.search(head) or _NOT_IN_DOCUMENTS.search(head))
+    return bool(_REFUSAL.search(strip_markers(text)[:300]))
 
 
 def refuses(answer: str) -> bool:
@@ -124,54 +107,24 @@ def refuses(answer: str) -> bool:
     return bool(sentences) and is_refusal(sentences[0])
 
 
-def support(answer: str, passage: str, question: str) -> float:
-    """How well a passage backs an answer sentence: the share of the sentence's new terms
-    (not in the question) found in it, or of all its terms if that is smaller, so that a
-    source naming the right-looking fact about another subject does not count.
+# -- markers ---------------------------------------------------------------------------
+def parse_markers(text: str) -> list[int]:
+    """Source numbers in order of first appearance.
 
-    Example: support("He was born in Bangor.", "born in Bangor, Wales", "Where born?") == 1.0
+    Example: parse_markers("A [2]. B [1, 2]. C【3】") == [2, 1, 3]
     """
-    answer_terms = terms(strip_markers(answer))
-    if not answer_terms:
-        return 0.0
-    found = terms(passage)
-    novel = answer_terms - terms(question) or answer_terms
-    return min(len(novel & found) / len(novel), len(answer_terms & found) / len(answer_terms))
+    numbers: list[int] = []
+    for match in _MARKER.finditer(text):
+        for number in _marker_numbers(match):
+            if number not in numbers:
+                numbers.append(number)
+    return numbers
 
 
-def checkable(sentence: str, question: str) -> bool:
-    """Does the sentence state something a source could back (a content term)?
-
-    Example: checkable("It is so.", "What is it?") is False
-    """
-    return bool(terms(strip_markers(sentence))) and not is_refusal(sentence)
-
-
-def best_quote(passage: str, answer: str, question: str) -> str:
-    """The passage sentence that shares most with the answer (then the question); a long one
-    is cut to the stretch around the answer's first term found in it.
-
-    Example: best_quote("A cat. Bangor is in Wales.", "Bangor", "Where?") == "Bangor is in Wales."
-    """
-    sentences = [s for part in passage.split(GAP) for s, _ in split_sentences(part)] or [passage]
-    answer_terms = terms(strip_markers(answer))
-    question_terms = terms(question)
-
-    def score(sentence: str) -> tuple[int, int]:
-        found = terms(sentence)
-        return len(found & answer_terms), len(found & question_terms)
-
-    quote = max(sentences, key=score)
-    if len(quote) <= MAX_QUOTE_CHARS:
-        return quote
-    lowered = quote.lower()
-    novel = sorted(answer_terms - question_terms or answer_terms,
-                   key=lambda t: (not t.isdigit(), -len(t)))  # numbers, then longer words
-    found = (re.search(rf"(?<!\w){re.escape(t)}", lowered) for t in novel)
-    at = next((m.start() for m in found if m), 0)
-    start = max(0, min(at - MAX_QUOTE_CHARS // 3, len(quote) - MAX_QUOTE_CHARS))
-    window = quote[start:start + MAX_QUOTE_CHARS].strip()
-    return ("…" if start else "") + window + ("…" if start + MAX_QUOTE_CHARS < len(quote) else "")
+def strip_markers(text: str) -> str:
+    """Example: strip_markers("Bangor [1].") == "Bangor." """
+    text = re.sub(r"[ \t]+([.,;:!?。，；])(?=\s|$)", r"\1", _MARKER.sub("", text))
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 def answer_sentences(text: str) -> list[str]:
@@ -190,87 +143,239 @@ def answer_sentences(text: str) -> list[str]:
     return sentences
 
 
-# Scores, for each answer sentence, how close in meaning it is to each source (0..1); the
-# embedder's cosine in practice. It decides between sources and rescues paraphrases, never
-# alone: names and numbers must still be found in the source.
-Similarity = Callable[[Sequence[str], Sequence[str]], list[list[float]]]
+def flag_marker(reason: str, lang: str) -> str:
+    """What is written after a flagged sentence, in the answer's language.
+
+    Example: flag_marker("the source says 1968", "en") ==
+             "(not supported by the documents: the source says 1968)"
+    """
+    label = UNSUPPORTED_LABEL["zh" if lang == "zh" else "en"]
+    if lang == "zh":
+        return f"（{label}：{reason}）" if reason else f"（{label}）"
+    return f"({label}: {reason})" if reason else f"({label})"
 
 
+def best_quote(passage: str, answer: str, question: str) -> str:
+    """The passage sentence that shares most with the answer (then the question); a long one
+    is cut to the stretch around the answer's first term found in it.
+
+    Example: best_quote("A cat. Bangor is in Wales.", "Bangor", "Where?") == "Bangor is in Wales."
+    """
+    sentences = [s for part in passage.split(GAP) for s, _ in split_sentences(part)] or [passage]
+    answer_terms = content_terms(strip_markers(answer))
+    question_terms = content_terms(question)
+
+    def score(sentence: str) -> tuple[int, int]:
+        found = content_terms(sentence)
+        return len(found & answer_terms), len(found & question_terms)
+
+    return trim_quote(max(sentences, key=score), answer_terms - question_terms or answer_terms)
+
+
+def trim_quote(quote: str, terms: set[str]) -> str:
+    """A quote longer than MAX_QUOTE_CHARS cut to the stretch around the first of `terms`
+    (numbers, then longer words) found in it."""
+    if len(quote) <= MAX_QUOTE_CHARS:
+        return quote
+    lowered = quote.lower()
+    ordered = sorted(terms, key=lambda t: (not t.isdigit(), -len(t)))
+    found = (re.search(rf"(?<!\w){re.escape(t)}", lowered) for t in ordered)
+    at = next((m.start() for m in found if m), 0)
+    start = max(0, min(at - MAX_QUOTE_CHARS // 3, len(quote) - MAX_QUOTE_CHARS))
+    window = quote[start:start + MAX_QUOTE_CHARS].strip()
+    return ("…" if start else "") + window + ("…" if start + MAX_QUOTE_CHARS < len(quote) else "")
+
+
+# -- the check -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CheckedAnswer:
-    """The answer with markers renumbered to its citations; the sentences nothing supports."""
+    """The answer with markers renumbered to its citations and flags written in; the
+    flagged sentences with their reasons; whether anything was supported; and whether
+    the main claim (the first sentence that states something) failed."""
 
     text: str
     citations: list[Citation]
-    unsupported: list[str]
+    flags: list[Flag]
     supported: bool
+    main_failed: bool = False
+    reader_calls: int = 0
 
 
-def _best_source(lexical: list[float], meaning: list[float]) -> int:
-    return max(range(len(lexical)), key=lambda i: (lexical[i] + SIMILARITY_WEIGHT * meaning[i]))
+@dataclass(frozen=True)
+class _Judged:
+    """One clause: the sources that support it, and else why it is flagged."""
+
+    sources: list[int]
+    places: dict[int, str]
+    flagged: bool
+    reason: str = ""
 
 
-def _supports(lexical: float, meaning: float) -> bool:
-    return lexical >= SUPPORT or (lexical >= WEAK_SUPPORT and meaning >= PARAPHRASE)
+def checkable(sentence: str, question: str) -> bool:
+    """Does the sentence state something a source could back (a content term)?
+
+    Example: checkable("It is so.", "What is it?") is False
+    """
+    return bool(content_terms(strip_markers(sentence))) and not is_refusal(sentence)
+
+
+class ClaimChecker:
+    """Judges clauses against numbered sources: rules first, the reader where they cannot
+    decide. Verdicts are computed once per (clause, source)."""
+
+    def __init__(self, question: str, sources: Sequence[Source], lang: str,
+                 similarity: WordSimilarity | None, reader: Reader | None) -> None:
+        self.question = question
+        self.sources = sources
+        self.lang = lang
+        self.similarity = similarity
+        self.reader = reader
+        self.reader_calls = 0
+        self._asked = {stem(t) for t in query_terms(question)}
+        self._best_relevance: float | None = None
+
+    def relevance(self, text: str) -> float:
+        """Share of the question's search terms in `text`."""
+        if not self._asked:
+            return 1.0
+        return len(self._asked & {stem(t) for t in tokens(text)}) / len(self._asked)
+
+    def best_relevance(self) -> float:
+        """The relevance of the sources' sentence that speaks to the question best."""
+        if self._best_relevance is None:
+            self._best_relevance = max((self.relevance(place.text) for source in self.sources
+                                        for place in places(source.text)), default=0.0)
+        return self._best_relevance
+
+    def on_question(self, verdict: Verdict) -> bool:
+        """Does the claim's place speak to the question about as well as any place of the
+        sources does? (A true sentence about something else answers nothing.)"""
+        return self.relevance(verdict.place) >= ON_QUESTION * self.best_relevance()
+
+    def verdict(self, clause: str, index: int) -> Verdict:
+        source = self.sources[index]
+        topic = f"{Path(source.chunk.source).stem}\n{source.chunk.heading}"
+        return _cached_verdict(clause, self.question, source.text, self.lang,
+                               self.similarity, topic)
+
+    def read(self, clause: str, verdict: Verdict, index: int) -> bool:
+        """The second reader's yes (or, with no reader, the benefit of the doubt); it must
+        be surer when the claim's place is not the one that speaks to the question best."""
+        if self.reader is None:
+            return True
+        self.reader_calls += 1
+        passage = self.sources[index].text or verdict.place
+        p_yes = self.reader(self.question, clause, passage, self.lang)
+        return accepts(p_yes, self.lang, self.relevance(verdict.place) >= self.best_relevance())
+
+    def judge(self, clause: str, cited: Sequence[int], main: bool = False) -> _Judged:
+        """The cited sources that support the clause; else the one source that does (a
+        wrong or missing number); else the reason the cited (or closest) source gives.
+        The `main` claim (the answer's first) must also come from a place that speaks to
+        the question, or the reader is asked."""
+        order = list(dict.fromkeys([*cited, *range(len(self.sources))]))
+        verdicts = {i: self.verdict(clause, i) for i in order}
+        status = {i: v.status for i, v in verdicts.items()}
+        for i, verdict in verdicts.items():  # true, but maybe not what was asked
+            if main and verdict.status == SUPPORTED and not self.on_question(verdict):
+                status[i] = UNDECIDED
+        kept = [i for i in cited if status[i] == SUPPORTED]
+        if kept:
+            return _Judged(kept, {i: verdicts[i].place for i in kept}, False)
+        others = sorted((i for i in order if status[i] == SUPPORTED),
+                        key=lambda i: -verdicts[i].score)
+        if others:
+            return _Judged([others[0]], {others[0]: verdicts[others[0]].place}, False)
+        contradicted = any(status[i] == FLAGGED and verdicts[i].contradicts for i in cited)
+        open_ = sorted((i for i in order if status[i] == UNDECIDED
+                        and (i in cited or self.reader is not None or not contradicted)),
+                       key=lambda i: (i not in cited, -verdicts[i].score))
+        rejected = ""
+        for i in open_[:2]:  # the reader is asked about the likeliest two sources at most
+            if self.read(clause, verdicts[i], i):
+                return _Judged([i], {i: verdicts[i].place}, False)
+            rejected = rejected or READER_REASON["zh" if self.lang == "zh" else "en"]
+        flagged = [i for i in order if status[i] == FLAGGED]
+        if rejected or not flagged:
+            return _Judged([], {}, True, rejected)
+        closest = max(flagged, key=lambda i: (i in cited, verdicts[i].score))
+        return _Judged([], {}, True, verdicts[closest].reason)
+
+
+@lru_cache(maxsize=1024)
+def _cached_verdict(clause: str, question: str, source: str, lang: str,
+                    similarity: WordSimilarity | None, topic: str) -> Verdict:
+    return check_claim(clause, question, source, lang, similarity, topic)
 
 
 def check_citations(answer: str, question: str, sources: Sequence[Source],
-                    similarity: Similarity | None = None, *,
-                    flag: str = UNSUPPORTED_FLAG["en"]) -> CheckedAnswer:
-    """Check each sentence against the sources it cites: keep the markers whose source
-    supports it, drop the rest, attribute an uncited (or wrongly cited) sentence to the source
-    that supports it best, and flag a sentence no source supports. Markers are renumbered
-    in order of first use; each citation quotes the sentence of its source that matches best.
+                    similarity: WordSimilarity | None = None, *, lang: str = "en",
+                    reader: Reader | None = None) -> CheckedAnswer:
+    """Check each clause against the sources it cites: keep the markers whose source
+    supports it, drop the rest, attribute an uncited (or wrongly cited) clause to the
+    source that supports it, and flag a sentence no source supports, with the reason.
+    Markers are renumbered in order of first use; each citation quotes the place of its
+    source that the answer restates.
 
     Example: check_citations("Bangor [9].", "Where?", [source_about_bangor]).citations[0]
     is that source (the bogus [9] dropped, the supporting source attributed).
     """
-    lines = [answer_sentences(line) for line in answer.split("\n")]
-    sentences = [sentence for line in lines for sentence in line]
-    lexical = [[support(s, src.text, question) for src in sources] for s in sentences]
-    # Meaning is computed only when terms alone leave a sentence without a clear source.
-    unclear = any(checkable(s, question) and not any(v >= SUPPORT for v in lex)
-                  and any(v >= WEAK_SUPPORT for v in lex) for s, lex in zip(sentences, lexical,
-                                                                           strict=True))
-    if similarity is not None and sources and unclear:
-        meaning = similarity([strip_markers(s) for s in sentences], [s.text for s in sources])
-    else:
-        meaning = [[0.0] * len(sources) for _ in sentences]
-    space = "" if _is_cjk_text(answer) else " "
-    assigned: dict[int, list[str]] = {}  # source index -> the sentences it supports
-    unsupported: list[str] = []
-    scores = iter(zip(lexical, meaning, strict=True))
+    checker = ClaimChecker(question, sources, lang, similarity, reader)
+    space = "" if is_cjk_text(answer) else " "
+    assigned: dict[int, list[str]] = {}  # source index -> the places its clauses restate
+    flags: list[Flag] = []
+    main_failed: bool | None = None  # decided by the first sentence that states something
     written_lines: list[str] = []
-    for line in lines:
+    for line in answer.split("\n"):
         written: list[str] = []
-        for sentence in line:
-            lex, mean = next(scores)
+        for sentence in answer_sentences(line):
             plain = strip_markers(sentence)
             clauses = _clauses(sentence, len(sources))
-            if checkable(sentence, question):
-                decisions = [_clause_sources(clause, cited, sources, question, lex, mean)
-                             for clause, cited, _ in clauses]
-                missing = any(checkable(clause, question) and not kept
-                              for (clause, _, _), kept in zip(clauses, decisions, strict=True))
-            else:  # "Yes [1]." or filler: a cited source must at least be about the question
-                decisions = [[i for i in cited if support(question, sources[i].text, "")
-                              >= SUPPORT] for _, cited, _ in clauses]
-                missing = False
-            text = _keep_markers(sentence, decisions)
-            for (_, _, marked), kept in zip(clauses, decisions, strict=True):
-                for i in ([] if marked else kept):  # a clause with no marker of its own
-                    text = _insert_before_stop(text, f"{space}{_placeholder(i)}")
-            if missing:
-                unsupported.append(plain)
-                text = _insert_before_stop(text, f"{space}{flag}")
+            judged: list[_Judged] = []
+            states = checkable(sentence, question)
+            for clause, cited, _ in clauses:
+                body = strip_markers(clause)
+                if states and checkable(body, question):
+                    first = main_failed is None and not any(j.sources or j.flagged
+                                                            for j in judged)
+                    judged.append(checker.judge(body, cited, main=first))
+                elif states:  # a fragment ("and", "in 1990" alone is checked with the rest)
+                    judged.append(_Judged([], {}, False))
+                else:  # "Yes [1]." or filler: a cited source must be about the question
+                    about = [i for i in cited if _about(question, sources[i].text)]
+                    judged.append(_Judged(about, {}, False))
+            if states and all(not j.sources and not j.flagged for j in judged):
+                # no clause states anything alone: the sentence is judged whole
+                judged = [checker.judge(plain, [i for _, c, _ in clauses for i in c],
+                                        main=main_failed is None)]
+                text = _insert_before_stop(plain, "".join(
+                    f"{space}{_placeholder(i)}" for i in judged[0].sources))
+            else:
+                text = _keep_markers(sentence, [j.sources for j in judged])
+                for (_, _, marked), j in zip(clauses, judged, strict=True):
+                    for i in ([] if marked else j.sources):  # a clause with no marker
+                        text = _insert_before_stop(text, f"{space}{_placeholder(i)}")
+            failed = next((j for j in judged if j.flagged), None)
+            if failed is not None:
+                flags.append(Flag(plain, failed.reason))
+                text = _insert_before_stop(text, f"{space}{flag_marker(failed.reason, lang)}")
+            if states and main_failed is None:  # the answer's first claim: its first clause
+                main_failed = next((j.flagged for j in judged if j.sources or j.flagged), False)
             written.append(text)
-            for i in dict.fromkeys(i for kept in decisions for i in kept):
-                assigned.setdefault(i, []).append(plain)
+            for j in judged:
+                for i in j.sources:
+                    assigned.setdefault(i, []).append(j.places.get(i, "") or plain)
         written_lines.append(space.join(written))
     citations, number = _citations(assigned, sources, question)
     text = _renumber("\n".join(written_lines), number)
-    return CheckedAnswer(text=text.strip(), citations=citations, unsupported=unsupported,
-                         supported=bool(assigned))
+    return CheckedAnswer(text=text.strip(), citations=citations, flags=flags,
+                         supported=bool(assigned), main_failed=bool(main_failed),
+                         reader_calls=checker.reader_calls)
+
+
+def _about(question: str, passage: str) -> bool:
+    asked = content_terms(question)
+    return bool(asked) and len(asked & content_terms(passage)) >= ABOUT_QUESTION * len(asked)
 
 
 def _marker_numbers(match: re.Match[str]) -> list[int]:
@@ -294,23 +399,6 @@ def _clauses(sentence: str, count: int) -> list[tuple[str, list[int], bool]]:
     if rest or not clauses:
         clauses.append((rest, [], False))
     return clauses
-
-
-def _clause_sources(clause: str, cited: list[int], sources: Sequence[Source], question: str,
-                    lex: list[float], mean: list[float]) -> list[int]:
-    """The sources a clause keeps: those it cites that support it; for a wrong, missing or
-    impossible number, the source that supports it best (when one does); for a clause too
-    short to check, the cited ones that support the whole sentence."""
-    if not checkable(clause, question):
-        return [i for i in cited if _supports(lex[i], mean[i])]
-    local = [support(clause, source.text, question) for source in sources]
-    kept = [i for i in cited if _supports(local[i], mean[i])]
-    if kept or not sources:
-        return kept
-    best = _best_source(local, mean)
-    if _supports(local[best], mean[best]):
-        return [best]
-    return [i for i in cited if _supports(lex[i], mean[i])]
 
 
 def _placeholder(index: int) -> str:
@@ -350,12 +438,17 @@ def _renumber(text: str, number: dict[int, int]) -> str:
 def _citations(assigned: dict[int, list[str]], sources: Sequence[Source], question: str
                ) -> tuple[list[Citation], dict[int, int]]:
     """At most MAX_CITATIONS citations, in order of first use, one per distinct quote; and
-    the citation number of each source index that got one."""
+    the citation number of each source index that got one. The quote is the place the
+    answer restates (several places of one source joined by GAP)."""
     citations: list[Citation] = []
     number: dict[int, int] = {}
-    for index, lines in assigned.items():
+    for index, restated in assigned.items():
         source = sources[index]
-        quote = best_quote(source.text, " ".join(lines), question)
+        found = [p for p in dict.fromkeys(restated) if p and p in source.text]
+        if found:
+            quote = trim_quote(GAP.join(found), content_terms(" ".join(found)))
+        else:
+            quote = best_quote(source.text, " ".join(restated), question)
         chunk = source.chunk_with(quote)
         same = next((n for n, c in enumerate(citations, start=1)
                      if (c.source, c.quote) == (chunk.source, quote)), None)
@@ -371,28 +464,13 @@ def _citations(assigned: dict[int, list[str]], sources: Sequence[Source], questi
     return citations, number
 
 
-def _is_cjk_text(text: str) -> bool:
-    return len(_HAN_RUN.findall(text)) > 0 and len(_HAN_RUN.sub("", text).split()) < 3
+def embedding_similarity(encode: Callable[[Sequence[str]], Any]) -> WordSimilarity:
+    """A WordSimilarity from an embedder's `encode` (unit vectors): how close a word or
+    phrase the answer uses is to the one the source has at that point."""
 
-
-def embedding_similarity(encode: Callable[[Sequence[str]], Any]) -> Similarity:
-    """A Similarity from an embedder's `encode` (unit vectors): each answer sentence against
-    each source's best-matching sentence."""
-
-    def similarity(sentences: Sequence[str], passages: Sequence[str]) -> list[list[float]]:
-        parts = [[s for s, _ in split_sentences(p)][:MAX_SENTENCES_COMPARED] or [p]
-                 for p in passages]
-        flat = [s for part in parts for s in part]
-        vectors = encode([*sentences, *flat])
-        asked, given = vectors[:len(sentences)], vectors[len(sentences):]
-        scores = asked @ given.T
-        result: list[list[float]] = []
-        for row in scores:
-            start, best = 0, []
-            for part in parts:
-                best.append(float(row[start:start + len(part)].max()))
-                start += len(part)
-            result.append(best)
-        return result
+    @lru_cache(maxsize=2048)
+    def similarity(first: str, second: str) -> float:
+        vectors = encode([first, second])
+        return float(vectors[0] @ vectors[1])
 
     return similarity

@@ -7,10 +7,9 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from kbqa.domain import Hit, Source
-from kbqa.ingest.chunking import split_sentences
-from kbqa.llm.citations import GAP, terms
+from kbqa.domain import GAP, Hit, Source
 from kbqa.llm.prompts import render_source
+from kbqa.text import content_terms, split_sentences
 
 SOURCE_OVERHEAD = 24  # tokens of a source's fence and file label
 MIN_OVERLAP_CHARS = 12  # shorter shared runs at a chunk seam are coincidence, not overlap
@@ -112,7 +111,7 @@ def focus_sources(hits: Sequence[Hit], question: str, count_tokens: Callable[[st
     Example: a question about a pump's service interval keeps "Service it every 450 hours."
     and leaves out the chunk's sentences about its paint colour.
     """
-    asked = terms(question)
+    asked = content_terms(question)
     merged = [_source(group) for group in group_neighbours(hits[:MAX_FOCUS_HITS])]
     units: list[tuple[int, int, str, set[str]]] = []  # (source rank, sentence index, ...)
     seen: set[str] = set()
@@ -124,7 +123,7 @@ def focus_sources(hits: Sequence[Hit], question: str, count_tokens: Callable[[st
         for index, sentence in enumerate(pieces):
             if sentence not in seen and not (is_table and index == 0):
                 seen.add(sentence)
-                units.append((rank, index, sentence, terms(sentence)))
+                units.append((rank, index, sentence, content_terms(sentence)))
     containing = Counter(t for *_, found in units for t in found & asked)
     weight = {t: math.log(1 + len(units) / n) for t, n in containing.items()}
     total = sum(weight.values()) or 1.0

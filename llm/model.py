@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from kbqa.errors import ModelMissing
 
 log = logging.getLogger("kbqa")
@@ -32,6 +33,13 @@ class Generator(Protocol):
         ...
 
     def warm(self, messages: Sequence[Message]) -> None: ...
+
+    def choice_probabilities(self, messages: Sequence[Message],
+                             choices: Sequence[Sequence[str]]) -> list[float]:
+        """How likely the reply starts with each choice (each a few spellings, e.g.
+        ["Yes", "yes"]), normalised over the choices: read from the next-token
+        distribution, no text generated."""
+        ...
 
 
 # Templates used only when a GGUF carries no chat template of its own: ChatML when the
@@ -190,6 +198,41 @@ class LlamaCppGenerator:
             if len(tokens) < self.n_ctx and cached != tokens:
                 self._llm.reset()
                 self._llm.eval(tokens)
+
+    def choice_probabilities(self, messages: Sequence[Message],
+                             choices: Sequence[Sequence[str]]) -> list[float]:
+        tokens = self.prompt_tokens(messages)
+        ids = [sorted({self._llm.tokenize(spelling.encode("utf-8"), add_bos=False,
+                                          special=False)[0] for spelling in spellings})
+               for spellings in choices]
+        if len(tokens) >= self.n_ctx:
+            raise ValueError(f"prompt of {len(tokens)} tokens does not fit n_ctx {self.n_ctx}")
+        with self._busy:
+            logits = self._next_logits(tokens)
+        picked = [logits[group] for group in ids]
+        top = max(float(values.max()) for values in picked)
+        mass = [float(np.exp(values - top).sum()) for values in picked]
+        total = sum(mass)
+        return [m / total for m in mass]
+
+    def _next_logits(self, tokens: list[int]) -> Any:
+        """Logits for the token after `tokens`, evaluating only what the KV cache does not
+        already hold (the fixed instructions, usually): llama.cpp keeps the cache of the
+        previous prompt, so a prompt that starts the same way costs only its new tail."""
+        import llama_cpp
+
+        llm = self._llm
+        shared = 0
+        for cached, token in zip(llm._input_ids, tokens, strict=False):
+            if cached != token:
+                break
+            shared += 1
+        shared = min(shared, len(tokens) - 1)  # the last token is evaluated for its logits
+        llm.n_tokens = shared
+        llm.eval(tokens[shared:])
+        vocab = int(llama_cpp.llama_vocab_n_tokens(llm._model.vocab))
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                     shape=(vocab,)).copy()
 
     def stream_tokens(self, tokens: Sequence[int], *, max_tokens: int,
                       temperature: float) -> Iterator[str]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from kbqa.domain import Chunk, Source
 
 Message = dict[str, str]
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
 
 REFUSAL = {
     "en": "The documents don't say.",
@@ -28,7 +25,8 @@ SYSTEM = (
     "or short phrase when that is enough, at most two sentences otherwise. Use the sources' "
     "exact words where wording matters. Put the number of the source of each fact in square "
     "brackets after it, like [1]. If the sources do not contain the answer, reply exactly "
-    f"\"{REFUSAL['en']}\" (to a question in Chinese: \"{REFUSAL['zh']}\")."
+    f"\"{REFUSAL['en']}\" (to a question in Chinese: \"{REFUSAL['zh']}\"). When asked to check "
+    "a proposed answer, judge it only by the passage given and reply yes or no."
 )
 REMINDER = {
     "en": f"Answer in English, citing the sources like [1], or reply: {REFUSAL['en']}",
@@ -44,16 +42,6 @@ CONDENSE = {
 # Written as the start of the model's reply to a rewrite request: small models otherwise
 # tend to answer the question (with a citation) instead of rewriting it.
 CONDENSE_START = {"en": "Rewritten question:", "zh": "改写后的问题："}
-
-
-def detect_language(text: str) -> str:
-    """'zh' when Han characters outnumber a third of the letters, else 'en'.
-
-    Example: detect_language("诺维奇在哪里?") == "zh"; detect_language("Where?") == "en"
-    """
-    han = len(_HAN.findall(text))
-    latin = len(_LATIN.findall(text))
-    return "zh" if han and han * 3 >= latin else "en"
 
 
 def source_label(chunk: Chunk) -> str:
@@ -104,13 +92,43 @@ _EXAMPLES = [
 ]
 
 
+# The second reader's request (kbqa.llm.reader): one answer, yes or no.
+CHECK = {
+    "en": ("Passage:\n{passage}\n\nQuestion: {question}\nProposed answer: {answer}\n\n"
+           "Does the passage say that the proposed answer is the correct answer to the "
+           "question? Reply with yes or no."),
+    "zh": ("资料：\n{passage}\n\n问题：{question}\n给出的答案：{answer}\n\n"
+           "根据资料，给出的答案是这个问题的正确答案吗？只回答“是”或“否”。"),
+}
+# Worked checks, also in the fixed prefix: with them the reader separates right from wrong
+# answers far better (bench-faithfulness --calibrate: ROC AUC on SQuAD 0.74 -> 0.84), and
+# answers and checks share one cached prefix. A wrong item of the right passage comes first.
+_CHECKS = [
+    ("en", "The museum opened in Leeds in 1902. It moved to York in 1958 and has stayed there "
+     "since.", "Where did the museum move in 1958?", "Leeds", "No"),
+    ("zh", "该公司于1998年在深圳成立，2005年迁往上海。", "该公司2005年迁往哪里？", "上海", "是"),
+    ("en", "The bridge is 1,200 metres long and was opened by the mayor in 1931.",
+     "How long is the bridge?", "1,200 metres", "Yes"),
+    ("zh", "该病主要由蚊子传播，常见症状包括发热和皮疹。", "该病主要通过什么传播？", "发热", "否"),
+]
+
+
+def check_request(question: str, answer: str, passage: str, lang: str) -> str:
+    """Example: check_request("Where?", "Leeds", "It is in Leeds.", "en").startswith("Passage:")"""
+    return CHECK["zh" if lang == "zh" else "en"].format(
+        passage=passage, question=question.strip(), answer=answer.strip())
+
+
 def prefix() -> list[Message]:
-    """The instructions and worked examples every prompt starts with."""
+    """The instructions and worked examples every prompt starts with: answers, then checks."""
     turns: list[Message] = [{"role": "system", "content": SYSTEM}]
     for lang, given, question, reply in _EXAMPLES:
         sources = [fence(n, label, text) for n, (label, text) in enumerate(given, start=1)]
         turns.append({"role": "user", "content": user_turn(question, sources, lang)})
         turns.append({"role": "assistant", "content": reply})
+    for lang, passage, question, answer, verdict in _CHECKS:
+        turns.append({"role": "user", "content": check_request(question, answer, passage, lang)})
+        turns.append({"role": "assistant", "content": verdict})
     return turns
 
 

@@ -2,34 +2,24 @@
 
 Latin-script words are case-folded (FTS5's porter stage stems them on both sides);
 CJK runs become overlapping character bigrams, so Chinese and Japanese match without a
-segmenter. The same `terms()` feeds the FTS5 rows at ingest and the MATCH at query time.
+segmenter. The same `kbqa.text.tokens()` feeds the FTS5 rows at ingest and the MATCH at
+query time.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import sqlite3
 import threading
-import unicodedata
 from collections.abc import Mapping, Sequence
+
+from kbqa.text import is_cjk, tokens
 
 # FTS5's tokenizer over our terms: porter stems Latin words (on both sides), unicode61 only
 # splits at the spaces `index_terms` put there.
 FTS5_TOKENIZER = "porter unicode61 remove_diacritics 2"
-# Bumped when `terms()` changes: stored term rows are rebuilt from chunk text on open.
+# Bumped when `kbqa.text.tokens()` changes: stored term rows are rebuilt from chunk text on open.
 TERMS_VERSION = "1"
-
-# Han, kana, hangul and CJK compatibility blocks: written without spaces between words.
-_CJK = (
-    "\u3040-\u30ff"  # hiragana, katakana
-    "\u3400-\u4dbf"  # CJK extension A
-    "\u4e00-\u9fff"  # CJK unified ideographs
-    "\uac00-\ud7af"  # hangul syllables
-    "\uf900-\ufaff"  # CJK compatibility ideographs
-)
-_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
-_CJK_RUN = re.compile(rf"[{_CJK}]")
 
 # Words that carry no topic (and the verbs questions are phrased with); dropped from
 # queries only (they stay in the index, where BM25's idf already weighs them near zero).
@@ -55,44 +45,19 @@ _QUESTION_BIGRAMS = frozenset({"什么", "哪个", "哪些", "哪里", "多少",
                                "是什", "么时", "时候", "哪一", "是哪", "是谁", "为何"})
 
 
-def terms(text: str) -> list[str]:
-    """Example: terms("E-42 in 北京大学") == ["e", "42", "in", "北京", "京大", "大学"]"""
-    normal = unicodedata.normalize("NFKC", text).casefold()
-    out: list[str] = []
-    for match in _TOKEN.finditer(normal):
-        token = match.group()
-        if _CJK_RUN.match(token):
-            out.extend(cjk_bigrams(token))
-        else:
-            out.append(token)
-    return out
-
-
-def is_cjk(ch: str) -> bool:
-    """Example: is_cjk("京") is True; is_cjk("a") is False."""
-    return bool(_CJK_RUN.match(ch))
-
-
 def searchable(heading: str, body: str) -> str:
     """The text of a chunk that lexical search sees: its heading path, then its body."""
     return f"{heading}\n{body}" if heading else body
 
 
-def cjk_bigrams(run: str) -> list[str]:
-    """Example: cjk_bigrams("北京大学") == ["北京", "京大", "大学"]; one character stays one."""
-    if len(run) == 1:
-        return [run]
-    return [run[i:i + 2] for i in range(len(run) - 1)]
-
-
 def index_terms(text: str) -> str:
     """The space-joined terms stored in the FTS5 row for a chunk."""
-    return " ".join(terms(text))
+    return " ".join(tokens(text))
 
 
 def query_terms(query: str) -> list[str]:
     """Distinct query terms in order, without stopwords (unless nothing else is left)."""
-    every = list(dict.fromkeys(terms(query)))
+    every = list(dict.fromkeys(tokens(query)))
     kept = [t for t in every if not _is_stop(t)]
     return kept or every
 
@@ -100,7 +65,7 @@ def query_terms(query: str) -> list[str]:
 def _is_stop(term: str) -> bool:
     if term in STOPWORDS or term in _QUESTION_BIGRAMS:
         return True
-    return bool(_CJK_RUN.match(term)) and all(ch in _CJK_STOP_CHARS for ch in term)
+    return is_cjk(term[0]) and all(ch in _CJK_STOP_CHARS for ch in term)
 
 
 def selective_terms(query_terms_: Sequence[str], counts: Sequence[int],

@@ -7,10 +7,9 @@ from kbqa.ingest.chunking import (
     chunk_sections,
     join_pieces,
     pack_units,
-    paragraph_lines,
     split_long,
-    split_sentences,
 )
+from kbqa.text import paragraph_lines, split_sentences
 
 
 def words(text: str) -> int:

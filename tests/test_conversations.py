@@ -6,14 +6,15 @@ from pathlib import Path
 
 import kbqa
 from kbqa.conversations import Conversations, history_of, title_for
-from kbqa.domain import Answer, Citation
+from kbqa.domain import Answer, Citation, Flag
 from kbqa.ingest.store import Store
 
 
 def an_answer(text: str = "450 hours [1].") -> Answer:
     return Answer(text=text, grounded=True, question="How often?", search_query="How often?",
                   citations=[Citation("/d/zephyr.pdf", 2, "every 450 operating hours", 7, 0.8,
-                                      "")], unsupported=["x"])
+                                      "")],
+                  unsupported=[Flag("It is blue.", "the source says red")])
 
 
 def test_a_chat_keeps_its_turns_and_answers_whole(tmp_path: Path) -> None:
@@ -68,3 +69,11 @@ def test_chats_live_in_the_knowledge_base_file_and_survive_a_rebuild(make_kb, do
     assert [c.title for c in kb.conversations.recent()] == ["Who leads the Vireo team?"]
     kb.ingest(docs / "team.txt")
     assert kbqa.search("Vireo research team", kb=kb)
+
+
+def test_chats_kept_before_flags_had_reasons_still_open() -> None:
+    from kbqa.conversations import answer_from_json
+
+    old = '{"text": "Blue.", "citations": [], "grounded": true, "question": "Colour?", ' \
+          '"unsupported": ["It is blue."], "search_query": ""}'
+    assert answer_from_json(old).unsupported == [Flag("It is blue.")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import FACTS_PAGE_2
-from kbqa.domain import Answer, Citation
+from kbqa.domain import Answer, Citation, Flag
 from kbqa.preview import answer_markdown, chip_label, highlight, marked_unsupported, render_pdf_page
 from pdfgen import write_pdf
 
@@ -36,9 +36,15 @@ def test_an_answer_copies_as_markdown_with_its_sources() -> None:
     assert '1. zephyr-manual.pdf, page 2: "serviced every 450 operating hours"' in text
 
 
-def test_unsupported_sentences_stand_out() -> None:
-    shown = marked_unsupported("It is blue (not supported by the documents).")
-    assert ":orange-badge[" in shown and "(not supported" not in shown
+def test_unsupported_sentences_stand_out_with_their_reason() -> None:
+    answer = Answer(text="It is blue (not supported by the documents: the source says red).",
+                    unsupported=[Flag("It is blue.", "the source says red")])
+    shown = marked_unsupported(answer)
+    assert ":orange-badge[⚠ not supported by the documents: the source says red]" in shown
+    assert "(not supported" not in shown
+    chinese = Answer(text="它是蓝色的（文档中没有依据：来源写的是红色）。",
+                     unsupported=[Flag("它是蓝色的。", "来源写的是红色")])
+    assert ":orange-badge[⚠ 文档中没有依据：来源写的是红色]" in marked_unsupported(chinese)
 
 
 def test_a_cited_pdf_page_renders_locally(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from kbqa.errors import PromptTooLong
 from kbqa.llm.answer import fit_prompt, recent_history, refusal_text
 from kbqa.llm.context import group_neighbours, join_overlapping, pack_sources, source_budget
 from kbqa.llm.model import merge_system, placement
-from kbqa.llm.prompts import build_messages, detect_language, render_source
+from kbqa.llm.prompts import build_messages, render_source
 from kbqa.settings import Settings
+from kbqa.text import detect_language
 
 
 def hit(i: int, text: str, page: int | None = None, ordinal: int | None = None,
@@ -67,7 +68,9 @@ def test_instructions_and_examples_are_a_fixed_prefix() -> None:
     two = build_messages("Other?", [single(hit(2, "beta"))], "en",
                          history=[{"role": "user", "content": "Hi"}])
     assert one[:-1] == two[:len(one) - 1]  # everything before the sources is shared
-    assert [m["role"] for m in one[1:-1]] == ["user", "assistant"] * 2
+    assert [m["role"] for m in one[1:-1]] == ["user", "assistant"] * 6  # 2 answers, 4 checks
+    verdicts = [m["content"] for m in one[-9:-1] if m["role"] == "assistant"]
+    assert sorted(verdicts) == ["No", "Yes", "否", "是"]  # the second reader's worked checks
     chinese = build_messages("这是什么？", [single(hit(1, "文本"))], "zh")
     assert chinese[:-1] == one[:-1]  # one prefix for every language
 

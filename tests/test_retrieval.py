@@ -17,9 +17,10 @@ from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import DocumentRow, Store
 from kbqa.retrieval.filters import allowed_documents, validate_filters
 from kbqa.retrieval.fuse import dedupe, mmr, reciprocal_rank_fusion
-from kbqa.retrieval.lexical import query_terms, selective_terms, terms
+from kbqa.retrieval.lexical import query_terms, selective_terms
 from kbqa.retrieval.retriever import rerank
 from kbqa.settings import DEFAULT_EMBEDDER
+from kbqa.text import tokens
 from sqlalchemy import select, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,10 +58,10 @@ def write_faults(folder: Path) -> Path:
 
 # -- the tokenizer (pure) ------------------------------------------------------------------
 def test_terms_are_case_folded_words_and_cjk_bigrams() -> None:
-    assert terms("Part ZK-7731 in the Café") == ["part", "zk", "7731", "in", "the", "café"]
-    assert terms("北京大学的图书馆") == ["北京", "京大", "大学", "学的", "的图", "图书", "书馆"]
-    assert terms("Ｗｉｄｅ 中") == ["wide", "中"]  # NFKC folds full-width forms
-    assert terms("mixed 中文text") == ["mixed", "中文", "text"]
+    assert tokens("Part ZK-7731 in the Café") == ["part", "zk", "7731", "in", "the", "café"]
+    assert tokens("北京大学的图书馆") == ["北京", "京大", "大学", "学的", "的图", "图书", "书馆"]
+    assert tokens("Ｗｉｄｅ 中") == ["wide", "中"]  # NFKC folds full-width forms
+    assert tokens("mixed 中文text") == ["mixed", "中文", "text"]
 
 
 def test_bm25_recall_skips_terms_found_almost_everywhere() -> None:
