@@ -131,7 +131,7 @@ class KnowledgeBase:
     @property
     def reader(self) -> Reader | None:
         """The second reader (the chat model, asked yes or no), unless switched off."""
-        return model_reader(self.generator) if self.settings.second_reader == "on" else None
+        return model_reader(self.generator) if self.settings.reads_twice else None
 
     def _current_generation(self) -> int:
         return int(self.store.get_meta("index_generation", "0") or 0)

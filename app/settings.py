@@ -28,7 +28,10 @@ SEARCH_MODES = ("hybrid", "dense", "lexical")
 # "auto" answers in the question's language.
 ANSWER_LANGUAGES = ("auto", "en", "zh")
 # The second reader: the chat model asked yes or no where the fact rules cannot decide.
-SECOND_READER = ("on", "off")
+# "auto": on for the packaged default model, whose P(yes) thresholds llm/reader.py holds
+# (set on bench-faithfulness's dev half); another model answers yes or no on its own scale,
+# so it reads second only when asked to ("on").
+SECOND_READER = ("auto", "on", "off")
 # Settings the chat's settings page saves, in this file of the knowledge base folder; the
 # environment and explicit arguments still win over it.
 SAVED_SETTINGS_FILE = "settings.json"
@@ -85,9 +88,9 @@ class Settings:
     max_answer_tokens: int = 384
     temperature: float = 0.1
     answer_language: str = "auto"
-    # "on": claims the fact rules cannot decide (a bare answer next to other candidates in
-    # its passage) are put to the chat model as a yes/no question (bench-faithfulness).
-    second_reader: str = "on"
+    # Claims the fact rules cannot decide (a bare answer next to other candidates in its
+    # passage) are put to the chat model as a yes/no question (bench-faithfulness).
+    second_reader: str = "auto"
     seed: int = 42
     max_file_mb: int = 200
     database_url: str = ""
@@ -113,6 +116,13 @@ class Settings:
     @property
     def model_path(self) -> Path:
         return Path(self.model) if self.model else self.models_dir / DEFAULT_CHAT_MODEL_FILE
+
+    @property
+    def reads_twice(self) -> bool:
+        """Is the second reader on: asked for, or "auto" with the model it was calibrated on."""
+        if self.second_reader == "auto":
+            return self.model_path.name == DEFAULT_CHAT_MODEL_FILE
+        return self.second_reader == "on"
 
     @property
     def db_url(self) -> str:
@@ -165,7 +175,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise SettingError("KBQA_ANSWER_LANGUAGE must be auto (the question's language), "
                            f"en or zh, got {value!r}")
     if name == "second_reader" and result not in SECOND_READER:
-        raise SettingError(f"KBQA_SECOND_READER must be on or off, got {value!r}")
+        raise SettingError(f"KBQA_SECOND_READER must be auto, on or off, got {value!r}")
     if name == "temperature" and not 0 <= result <= 2:
         raise SettingError(f"KBQA_TEMPERATURE must be between 0 and 2, got {value!r}")
     return result

@@ -134,6 +134,14 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*•·+]|\d{1,3}[.)]|[a-zA-Z][.)])\s+")
 _SHORT_LINE = 40
 
 
+def ends_sentence(text: str) -> bool:
+    """Does `text` end as a sentence does (not as a heading or a table row)?
+
+    Example: ends_sentence("It opens at 7:15.") and not ends_sentence("1990-1993 Huddersfield")
+    """
+    return bool(_TERMINAL.search(text))
+
+
 def paragraph_lines(paragraph: str) -> list[str]:
     """Unwrap hard-wrapped lines, keeping real line breaks (short lines, list items).
 

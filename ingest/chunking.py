@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kbqa.domain import ChunkDraft, Section
-from kbqa.text import is_cjk, split_sentences
+from kbqa.text import ends_sentence, is_cjk, split_sentences
 
 TokenCounter = Callable[[str], int]
 BatchCounter = Callable[[Sequence[str]], list[int]]
@@ -172,8 +172,8 @@ def pack_rows(rows: Sequence[str], max_tokens: int, count: TokenCounter) -> list
 def _render(units: Iterable[Unit]) -> str:
     text = ""
     for unit in units:
-        if text and unit.para_start:
-            text += "\n" + unit.text
+        if text and (unit.para_start or not ends_sentence(text)):
+            text += "\n" + unit.text  # a row or heading line stays a line of its own
         else:
             text = join_pieces(text, unit.text)
     return text

@@ -20,12 +20,16 @@ from typing import Any
 from kbqa.domain import GAP, Citation, Flag, Source
 from kbqa.llm.facts import (
     FLAGGED,
+    NUMBER,
     SUPPORTED,
     UNDECIDED,
+    Token,
     Verdict,
     WordSimilarity,
     check_claim,
+    claim_tokens,
     places,
+    stated_in,
     stem,
 )
 from kbqa.llm.reader import Reader, accepts
@@ -233,6 +237,7 @@ class ClaimChecker:
         self.reader_calls = 0
         self._asked = {stem(t) for t in query_terms(question)}
         self._best_relevance: float | None = None
+        self._pinned_numbers: list[Token] | None = None
 
     def relevance(self, text: str) -> float:
         """Share of the question's search terms in `text`."""
@@ -249,8 +254,23 @@ class ClaimChecker:
 
     def on_question(self, verdict: Verdict) -> bool:
         """Does the claim's place speak to the question about as well as any place of the
-        sources does? (A true sentence about something else answers nothing.)"""
-        return self.relevance(verdict.place) >= ON_QUESTION * self.best_relevance()
+        sources does, and where the question gives a number the sources state (the year
+        it asks about), next to that number? (A true sentence about something else
+        answers nothing.)"""
+        if self.relevance(verdict.place) < ON_QUESTION * self.best_relevance():
+            return False
+        context = [t for t in claim_tokens(verdict.context or verdict.place)
+                   if t.kind == NUMBER]
+        return all(stated_in(n, context) for n in self._pinned())
+
+    def _pinned(self) -> list[Token]:
+        """The question's numbers that some source states."""
+        if self._pinned_numbers is None:
+            stated = [t for source in self.sources for t in claim_tokens(source.text)
+                      if t.kind == NUMBER]
+            self._pinned_numbers = [t for t in claim_tokens(self.question)
+                                    if t.kind == NUMBER and t.quantity and stated_in(t, stated)]
+        return self._pinned_numbers
 
     def verdict(self, clause: str, index: int) -> Verdict:
         source = self.sources[index]

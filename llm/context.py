@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from kbqa.domain import GAP, Hit, Source
 from kbqa.llm.prompts import render_source
-from kbqa.text import content_terms, split_sentences
+from kbqa.text import content_terms, ends_sentence, split_sentences
 
 SOURCE_OVERHEAD = 24  # tokens of a source's fence and file label
 MIN_OVERLAP_CHARS = 12  # shorter shared runs at a chunk seam are coincidence, not overlap
@@ -152,8 +152,10 @@ def focus_sources(hits: Sequence[Hit], question: str, count_tokens: Callable[[st
         for (before, _), (index, sentence) in itertools.pairwise(picked):
             if rank in headers:  # table rows stay one per line, under their header
                 text += "\n" + sentence
-            else:
-                text += (" " if index == before + 1 else GAP) + sentence
+            elif index != before + 1:
+                text += GAP + sentence
+            else:  # a line with no full stop (an infobox row) stays a line of its own
+                text += (" " if ends_sentence(text) else "\n") + sentence
         used_hits = tuple(h for h in merged[rank].hits
                           if any(sentence in h.chunk.text for _, sentence in picked))
         sources.append(Source(hits=used_hits or merged[rank].hits, text=text))

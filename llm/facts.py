@@ -388,12 +388,14 @@ _REASONS = {
            "negation": "the source says the opposite: \u201c{says}\u201d",
            "swapped": "the source says {says}, not {asked}",
            "missing": "the source does not mention {asked}",
-           "elsewhere": "{asked} is not stated there: the source says \u201c{says}\u201d"},
+           "elsewhere": "{asked} is not stated there: the source says \u201c{says}\u201d",
+           "unpinned": "the source does not say this for {asked}: \u201c{says}\u201d"},
     "zh": {"number": "来源写的是{says}", "no_number": "来源中没有{asked}",
            "negation": "来源的说法相反：“{says}”",
            "swapped": "来源写的是{says}，不是{asked}",
            "missing": "来源没有提到{asked}",
-           "elsewhere": "来源在此处没有说{asked}：“{says}”"},
+           "elsewhere": "来源在此处没有说{asked}：“{says}”",
+           "unpinned": "来源没有说这是{asked}的情况：“{says}”"},
 }
 
 
@@ -454,7 +456,8 @@ def leans_on_question(answer: str, question: str) -> bool:
     return size <= BARE_TERMS
 
 
-def _found(token: Token, place: Sequence[Token]) -> bool:
+def stated_in(token: Token, place: Sequence[Token]) -> bool:
+    """Is `token` among `place`'s: numbers by value ("1,200" in "1200 litres"), words by key."""
     if token.kind == NUMBER and token.quantity is not None:
         return token.quantity.found_in([t.quantity for t in place if t.quantity is not None])
     return any(token.key == other.key for other in place)
@@ -492,7 +495,7 @@ def _alignment(claim: Sequence[Token], place: Sequence[Token]) -> SequenceMatche
 def _found_share(claim: Sequence[Token], place: Sequence[Token]) -> float:
     facts = _facts(claim)
     weights = [3.0 if t.kind in (NUMBER, NAME) else 1.0 for t in facts]
-    found = sum(w for t, w in zip(facts, weights, strict=True) if _found(t, place))
+    found = sum(w for t, w in zip(facts, weights, strict=True) if stated_in(t, place))
     return round(found / sum(weights), 6) if weights else 0.0
 
 
@@ -611,6 +614,15 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
     aligned = {i for b in matcher.get_matching_blocks() for i in range(b.a, b.a + b.size)}
     loose = [t for i, t in enumerate(claim) if i not in aligned]
 
+    # A fact of the place said at another point of the answer ("born in 1968 in Bangor"
+    # for "born in Bangor in 1968") is moved, not swapped in, when the answer does not
+    # also say it where the place does ("The UMC is a [United Methodist Church]").
+    unmatched = [t for j, t in enumerate(place) if j not in {
+        k for b in matcher.get_matching_blocks() for k in range(b.b, b.b + b.size)}]
+
+    def moved(token: Token) -> bool:
+        return token.kind != NUMBER and any(_same(token, t) for t in unmatched)
+
     def dropped_in(span: Sequence[Token]) -> list[Token]:
         return [t for t in span if t.kind in (NAME, NUMBER, WORD, HAN)
                 and not any(_same(t, c) for c in loose)]
@@ -619,15 +631,21 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
 
     def runs_on(i1: int, i2: int, j1: int, j2: int) -> bool:
         """Does the answer go on (or start) with a neighbouring sentence here: the
-        stretch reaches the sentence's end (start), and the answer's rest (beginning),
-        two content words or more, is all in that neighbour?"""
+        stretch reaches the sentence's end (start), and the answer's rest (beginning), a
+        clause (or most of the neighbour) of two content words or more, is all in that
+        neighbour? A bare phrase there ("on a replica of [SAP Center in San Jose]") fills
+        the sentence's own slot with the neighbour's item: a swap, not a second sentence."""
         if all(t.kind == PUNCT for t in place[j2:]):
-            rest = [t for t in claim[i1:] if t.kind in (NAME, NUMBER, WORD, HAN)]
+            rest = list(claim[i1:])
         elif all(t.kind == PUNCT for t in place[:j1]):
-            rest = [t for t in claim[:i2] if t.kind in (NAME, NUMBER, WORD, HAN)]
+            rest = list(claim[:i2])
         else:
             return False
-        return len(rest) >= 2 and all(_found(t, neighbour) for t in rest)
+        content = _facts(rest)
+        if len(content) < 2 or not all(stated_in(t, neighbour) for t in content):
+            return False
+        said = _facts(neighbour)
+        return _states(rest, set()) or sum(stated_in(t, content) for t in said) * 2 >= len(said)
 
     checked: set[int] = set()  # claim positions judged as substitutions
     if not bare:
@@ -654,6 +672,7 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
             kinds = {t.kind for t in dropped}
             names = [t for t in dropped if t.kind == NAME]
             numbers = [t for t in dropped if t.kind == NUMBER]
+            before = len(problems)
             for i in sorted(range(i1, i2), key=lambda k: claim[k].kind == WORD):
                 token = claim[i]
                 if token.kind not in (NAME, NUMBER, WORD) or (
@@ -662,7 +681,7 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
                 if runs_on(i1, i2, j1, j2):
                     continue  # the answer runs on into a neighbouring sentence
                 checked.add(i)
-                if _found(token, span):
+                if stated_in(token, span) or moved(token):
                     continue
                 # the place's words at the same point: counted back from the next match
                 at = j2 - (i2 - i)
@@ -675,9 +694,7 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
                     problem("missing", asked=_phrase_at(claim, i))  # not a like-for-like swap
                 elif token.kind == NAME or not kinds <= {WORD}:  # names and numbers: exact
                     substitution(_phrase_at(claim, i), span, names or numbers or dropped, NAME)
-                elif _found(token, place):
-                    undecided.append(token.text)  # a word of the place, moved here
-                else:
+                else:  # a word of its own, or of the place moved here: a swap unless akin
                     substitution(token.text, span, dropped, WORD, nearest)
             for start, end in _han_runs(claim, i1, i2):
                 if all(t.key in asked for t in claim[start:end]):
@@ -685,6 +702,15 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
                 if any(t.kind == HAN for t in dropped):
                     checked.update(range(start, end))
                     substitution("".join(t.text for t in claim[start:end]), span, dropped, HAN)
+            # A number or name of the place replaced by other content, even content the
+            # question or the place itself holds ("his patent in [1802]" -> "in Richard
+            # Trevithick"): the answer drops the fact and puts something else in its slot.
+            put = [t for t in _facts(claim[i1:i2]) if not moved(t)]
+            if (len(problems) == before and (numbers or names) and put
+                    and not runs_on(i1, i2, j1, j2)):
+                checked.update(range(i1, i2))
+                problem("swapped", says=_text_of(_stretch(span, numbers or names)),
+                        asked=_text_of(claim[i1:i2]))
 
     # Facts the answer states that the place (the sentence and its neighbour) lacks; names
     # and numbers first, so that the reason names the fact that matters most.
@@ -693,7 +719,7 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
             continue
         if token.kind != NUMBER and token.key in asked:
             continue  # the question's own terms: the subject "he" stands for
-        if _found(token, window):
+        if stated_in(token, window):
             continue
         if token.kind == NUMBER:
             stated = [t.text for t in window if t.kind == NUMBER]
@@ -721,9 +747,21 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
             problem("missing", asked=parts[0])
         elif bare:
             problem("elsewhere", asked=parts[0], says=primary.text)
+        elif _says_much_else(parts, claim):
+            problem("elsewhere" if any(p in source_text for p in parts) else "missing",
+                    asked=max(parts, key=len), says=primary.text)
         else:
             undecided.append(parts[0])
 
+    if bare and not problems:
+        # "Which club did he join in 1990?" - "Norwich City": the answer stands for the
+        # whole question, so a number the question gives must be where the answer is, when
+        # the source states it anywhere (the 1990 line names another club).
+        pinned = [t for t in claim_tokens(question) if t.kind == NUMBER and t.quantity
+                  and stated_in(t, [u for p in candidates for u in p.tokens])]
+        away = [t for t in pinned if not stated_in(t, window)]
+        if away:
+            problem("unpinned", asked=away[0].text, says=primary.text)
     context = " ".join(candidates[i].text for i in sorted(
         {candidates.index(primary), *primary.neighbours}))
     if problems:
@@ -733,6 +771,17 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
     if bare or undecided:
         return Verdict(UNDECIDED, "", primary.text, score, bare, tuple(undecided), context)
     return Verdict(SUPPORTED, "", primary.text, score, bare, (), context)
+
+
+OWN_WORDS = 0.3  # a claim whose Han content is this much not in its place says another thing
+
+
+def _says_much_else(parts: Sequence[str], claim: Sequence[Token]) -> bool:
+    """Are the claim's Han stretches missing from its place a clause of their own (six
+    characters or more, and a third of its Han content), not a rephrased word or two?"""
+    missing = sum(len(p) for p in parts)
+    han = sum(t.kind == HAN for t in claim)
+    return missing >= 6 and missing >= OWN_WORDS * han
 
 
 def _skips(claim: Sequence[Token], place: Sequence[Token], matcher: SequenceMatcher[str]

@@ -59,11 +59,21 @@ def test_a_name_swapped_for_another_of_the_same_passage_is_flagged() -> None:
 
 def test_a_bare_answer_found_in_the_passage_is_left_to_the_second_reader() -> None:
     question = "Which club did Iwan Roberts move to in 1990?"
-    for answer in ("Watford.", "Huddersfield Town.", "Watford in 1990"):
+    for answer in ("Huddersfield Town.", "Watford in 1990", "Leicester City"):
         found = verdict(answer, question)
         assert found.status == UNDECIDED and found.bare, answer
     found = verdict("Cardiff City.", question)
     assert found.status == FLAGGED and found.reason == "the source does not mention Cardiff"
+
+
+def test_a_bare_answer_must_stand_where_the_question_s_number_does() -> None:
+    found = verdict("Watford.", "Which club did Iwan Roberts move to in 1990?")
+    assert found.status == FLAGGED and found.bare
+    assert found.reason.startswith("the source does not say this for 1990")
+    found = verdict("碎叶城", "李白701年出生于哪里？", LIBAI, "zh")
+    assert found.status != FLAGGED  # 701 is in the answer's sentence
+    found = verdict("一千多首", "李白701年写了多少首诗？", LIBAI, "zh")
+    assert found.status == FLAGGED and found.reason.startswith("来源没有说这是701")
 
 
 # -- what must pass -------------------------------------------------------------------------

@@ -22,6 +22,13 @@ def test_defaults_point_at_the_packaged_model() -> None:
     assert s.model_path.parent == s.models_dir
 
 
+def test_the_second_reader_is_on_by_default_only_for_the_model_it_was_calibrated_on() -> None:
+    assert from_env({}).reads_twice  # the packaged default
+    assert not from_env({"KBQA_MODEL": "/m/other.gguf"}).reads_twice
+    assert from_env({"KBQA_MODEL": "/m/other.gguf", "KBQA_SECOND_READER": "on"}).reads_twice
+    assert not from_env({"KBQA_SECOND_READER": "off"}).reads_twice
+
+
 def test_keyword_beats_environment() -> None:
     assert from_env({"KBQA_TOP_K": "9"}, top_k=2).top_k == 2
 
@@ -33,6 +40,7 @@ def test_keyword_beats_environment() -> None:
         ({"KBQA_TOP_K": "0"}, "KBQA_TOP_K"),
         ({"KBQA_N_GPU_LAYERS": "-5"}, "KBQA_N_GPU_LAYERS"),
         ({"KBQA_CHUNK_TOKENS": "50", "KBQA_CHUNK_OVERLAP": "60"}, "KBQA_CHUNK_OVERLAP"),
+        ({"KBQA_SECOND_READER": "maybe"}, "KBQA_SECOND_READER"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
