@@ -254,8 +254,8 @@ class ClaimChecker:
 
     def on_question(self, verdict: Verdict) -> bool:
         """Does the claim's place speak to the question about as well as any place of the
-        sources does, and where the question gives a number the sources state (the year
-        it asks about), next to that number? (A true sentence about something else
+        sources does, and where the question gives a year or date the sources state, next
+        to it? (A true sentence about something else
         answers nothing.)"""
         if self.relevance(verdict.place) < ON_QUESTION * self.best_relevance():
             return False
@@ -264,12 +264,13 @@ class ClaimChecker:
         return all(stated_in(n, context) for n in self._pinned())
 
     def _pinned(self) -> list[Token]:
-        """The question's numbers that some source states."""
+        """The question's years and dates that some source states."""
         if self._pinned_numbers is None:
             stated = [t for source in self.sources for t in claim_tokens(source.text)
                       if t.kind == NUMBER]
             self._pinned_numbers = [t for t in claim_tokens(self.question)
-                                    if t.kind == NUMBER and t.quantity and stated_in(t, stated)]
+                                    if t.kind == NUMBER and t.quantity
+                                    and t.quantity.is_time_point and stated_in(t, stated)]
         return self._pinned_numbers
 
     def verdict(self, clause: str, index: int) -> Verdict:

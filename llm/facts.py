@@ -126,6 +126,12 @@ class Quantity:
     def is_date(self) -> bool:
         return self.month is not None
 
+    @property
+    def is_time_point(self) -> bool:
+        """A date, or a number that reads as a year (1000-2100): what pins a question."""
+        return self.is_date or (self.value is not None and self.value.is_integer()
+                                and 1000 <= self.value <= 2100)
+
     def found_in(self, others: Sequence[Quantity]) -> bool:
         """Is this value stated by one of `others`? A year or day alone is found in a full
         date; a date needs every part it names."""
@@ -755,11 +761,16 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
 
     if bare and not problems:
         # "Which club did he join in 1990?" - "Norwich City": the answer stands for the
-        # whole question, so a number the question gives must be where the answer is, when
-        # the source states it anywhere (the 1990 line names another club).
+        # whole question, so a year or date the question gives must be where the answer is
+        # (its sentence or the one before), when the source states it anywhere (the 1990
+        # line names another club).
         pinned = [t for t in claim_tokens(question) if t.kind == NUMBER and t.quantity
+                  and t.quantity.is_time_point
                   and stated_in(t, [u for p in candidates for u in p.tokens])]
-        away = [t for t in pinned if not stated_in(t, window)]
+        at = candidates.index(primary)  # the sentence, and the one before that frames it
+        near = [u for i in (at, *(j for j in primary.neighbours if j < at))
+                for u in candidates[i].tokens]
+        away = [t for t in pinned if not stated_in(t, near)]
         if away:
             problem("unpinned", asked=away[0].text, says=primary.text)
     context = " ".join(candidates[i].text for i in sorted(
