@@ -118,8 +118,9 @@ class Source:
 
     def chunk_with(self, quote: str) -> Chunk:
         """The merged chunk a quote comes from (the first when it spans two)."""
-        probe = quote.strip("…")[:60]
-        return next((h.chunk for h in self.hits if probe in h.chunk.text), self.chunk)
+        probe = " ".join(quote.strip("…")[:60].split())  # line breaks may differ
+        return next((h.chunk for h in self.hits if probe in " ".join(h.chunk.text.split())),
+                    self.chunk)
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,8 @@ class KnowledgeBase:
                 f"the knowledge base at {self.home} has no documents yet: add some with "
                 "`make ingest DIR=path/to/docs` (or the upload box in the chat)"
             )
-        query = condense_question(question, history or (), self.generator)
+        query = condense_question(question, history or (), self.generator,
+                                  self.settings.reads_twice)
         hits = self.search(query, k=max(self.settings.top_k * 2, 8))
         yield from answer_stream(question, hits, self.generator, self.settings, history or (),
                                  self.similarity, search_query=query,
@@ -244,7 +245,7 @@ class KnowledgeBase:
         while it shows its loading spinner)."""
         self.index()
         self.embedder.encode(["warm-up"])
-        self.generator.warm(prefix())
+        self.generator.warm(prefix(self.settings.reads_twice))
 
     def ask(self, question: str, *, history: Sequence[Message] | None = None) -> Answer:
         return final_answer(self.ask_stream(question, history=history))

@@ -77,7 +77,8 @@ def fit_prompt(question: str, hits: Sequence[Hit], generator: Generator, setting
     that prompt + answer always fit n_ctx. The sources come first; the newest history turns
     that still fit go in after them; `focus` (default: the question) chooses sentences."""
     reserve = settings.max_answer_tokens
-    bare = generator.count_prompt(build_messages(question, [], lang))
+    checks = settings.reads_twice  # the prefix the session's KV cache holds
+    bare = generator.count_prompt(build_messages(question, [], lang, checks=checks))
     if bare + reserve > generator.n_ctx:
         raise PromptTooLong(
             f"the instructions and the question take {bare} tokens and {reserve} are kept for "
@@ -90,7 +91,7 @@ def fit_prompt(question: str, hits: Sequence[Hit], generator: Generator, setting
     turns = recent_history(history, history_budget(generator.n_ctx, reserve),
                            generator.count_tokens)
     while True:
-        messages = build_messages(question, sources, lang, turns)
+        messages = build_messages(question, sources, lang, turns, checks)
         if generator.count_prompt(messages) + reserve <= generator.n_ctx or not (
                 turns or sources):
             return messages, sources
@@ -106,11 +107,12 @@ def history_budget(n_ctx: int, max_answer_tokens: int) -> int:
     return max(0, n_ctx - max_answer_tokens) // 4
 
 
-def condense_question(question: str, history: Sequence[Message], generator: Generator
-                      ) -> str:
+def condense_question(question: str, history: Sequence[Message], generator: Generator,
+                      checks: bool = True) -> str:
     """A follow-up rewritten to stand alone, for retrieval ("and the second one?" ->
     "What is the second ...?"); without history, the question itself; when the rewrite is
-    unusable (empty, a refusal, far too long), the last question joined to this one."""
+    unusable (empty, a refusal, far too long), the last question joined to this one.
+    `checks`: the session's prefix carries the second reader's worked checks."""
     turns = [m for m in history if m.get("role") in ("user", "assistant") and m.get("content")]
     if not turns:
         return question
@@ -119,12 +121,12 @@ def condense_question(question: str, history: Sequence[Message], generator: Gene
     lang = detect_language(question)
     shown = [{"role": m["role"], "content": strip_markers(m["content"])[:CONDENSE_CHARS]}
              for m in turns[-CONDENSE_TURNS:]]
-    messages = condense_messages(question, shown, lang)
+    messages = condense_messages(question, shown, lang, checks)
     while generator.count_prompt(messages) + CONDENSE_TOKENS > generator.n_ctx:
         if len(shown) <= 1:
             return fallback  # too long to rewrite; the answer step reports what to do
         shown = shown[1:]
-        messages = condense_messages(question, shown, lang)
+        messages = condense_messages(question, shown, lang, checks)
     text = ""
     for piece in generator.stream_chat(messages, max_tokens=CONDENSE_TOKENS, temperature=0,
                                        reply_start=CONDENSE_START[lang]):

@@ -119,28 +119,31 @@ def check_request(question: str, answer: str, passage: str, lang: str) -> str:
         passage=passage, question=question.strip(), answer=answer.strip())
 
 
-def prefix() -> list[Message]:
-    """The instructions and worked examples every prompt starts with: answers, then checks."""
+def prefix(checks: bool = True) -> list[Message]:
+    """The instructions and worked examples every prompt starts with: answers, then (when
+    the second reader is on) checks. One session uses one prefix, which the KV cache keeps."""
     turns: list[Message] = [{"role": "system", "content": SYSTEM}]
     for lang, given, question, reply in _EXAMPLES:
         sources = [fence(n, label, text) for n, (label, text) in enumerate(given, start=1)]
         turns.append({"role": "user", "content": user_turn(question, sources, lang)})
         turns.append({"role": "assistant", "content": reply})
-    for lang, passage, question, answer, verdict in _CHECKS:
+    for lang, passage, question, answer, verdict in _CHECKS if checks else ():
         turns.append({"role": "user", "content": check_request(question, answer, passage, lang)})
         turns.append({"role": "assistant", "content": verdict})
     return turns
 
 
 def build_messages(question: str, sources: Sequence[Source], lang: str,
-                   history: Sequence[Message] = ()) -> list[Message]:
+                   history: Sequence[Message] = (), checks: bool = True) -> list[Message]:
     """Instructions and worked examples first (a fixed prefix the KV cache keeps), then the
     history, then the sources, the question and a one-line reminder in the last user turn."""
     rendered = [render_source(i, s) for i, s in enumerate(sources, start=1)]
-    return [*prefix(), *history, {"role": "user", "content": user_turn(question, rendered, lang)}]
+    return [*prefix(checks), *history,
+            {"role": "user", "content": user_turn(question, rendered, lang)}]
 
 
-def condense_messages(question: str, history: Sequence[Message], lang: str) -> list[Message]:
+def condense_messages(question: str, history: Sequence[Message], lang: str,
+                      checks: bool = True) -> list[Message]:
     """The request that turns a follow-up into a standalone search query; it starts with the
     same cached prefix as every answer."""
     lines = []
@@ -152,4 +155,4 @@ def condense_messages(question: str, history: Sequence[Message], lang: str) -> l
     conversation = "对话" if lang == "zh" else "Conversation"
     user = (f"{conversation}:\n" + "\n".join(lines) + f"\n\n{last}: {question.strip()}\n\n"
             + CONDENSE[lang])
-    return [*prefix(), {"role": "user", "content": user}]
+    return [*prefix(checks), {"role": "user", "content": user}]

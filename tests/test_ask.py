@@ -123,7 +123,7 @@ def test_the_prompt_prefix_is_evaluated_once(kb) -> None:
         return real_eval(tokens)
 
     generator.stream_tokens = spy_stream  # type: ignore[method-assign]
-    fixed = generator.count_prompt(prefix())
+    fixed = generator.count_prompt(prefix(kb.settings.reads_twice))
     assert fixed > 300  # worth caching: the instructions and worked examples
     kb.warm_up()  # as the chat does at start
     llm.eval = spy_eval  # type: ignore[method-assign]

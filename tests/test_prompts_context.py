@@ -71,6 +71,8 @@ def test_instructions_and_examples_are_a_fixed_prefix() -> None:
     assert [m["role"] for m in one[1:-1]] == ["user", "assistant"] * 6  # 2 answers, 4 checks
     verdicts = [m["content"] for m in one[-9:-1] if m["role"] == "assistant"]
     assert sorted(verdicts) == ["No", "Yes", "否", "是"]  # the second reader's worked checks
+    plain = build_messages("Q?", [single(hit(1, "alpha"))], "en", checks=False)
+    assert plain[:-1] == one[:5]  # without the second reader: no worked checks
     chinese = build_messages("这是什么？", [single(hit(1, "文本"))], "zh")
     assert chinese[:-1] == one[:-1]  # one prefix for every language
 
