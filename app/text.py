@@ -145,10 +145,12 @@ def ends_sentence(text: str) -> bool:
 def paragraph_lines(paragraph: str) -> list[str]:
     """Unwrap hard-wrapped lines, keeping real line breaks (short lines, list items).
 
-    Example: paragraph_lines("one long\\nline.\\n- item") == ["one long line.", "- item"]
+    Example: paragraph_lines("a line long enough to have been wrapped by its\\neditor.\\n- item")
+             == ["a line long enough to have been wrapped by its editor.", "- item"]
     """
     out: list[list[str]] = []  # pieces per output line, joined once at the end (linear)
-    length = 0  # characters in the output line being built
+    length = 0  # characters of the last line read: a short one ends its output line, so
+    # an infobox's rows ("1990-1993 Huddersfield Town") after a long caption stay rows
     for raw in paragraph.split("\n"):
         line = raw.strip()
         if not line:
@@ -156,7 +158,7 @@ def paragraph_lines(paragraph: str) -> list[str]:
         ends = bool(_TERMINAL.search(out[-1][-1])) or length < _SHORT_LINE if out else True
         if not ends and not _LIST_ITEM.match(line):
             out[-1].append(line)
-            length += len(line) + 1
+            length = len(line)
         else:
             out.append([line])
             length = len(line)

@@ -18,16 +18,24 @@ def words(text: str) -> int:
 
 
 def test_pack_units_cuts_between_paragraphs_without_overlap() -> None:
-    units = [Unit("a b c", 3, True), Unit("d e f", 3, False),
-             Unit("g h i", 3, True), Unit("j k l", 3, False)]
+    units = [Unit("a b c.", 3, True), Unit("d e f.", 3, False),
+             Unit("g h i.", 3, True), Unit("j k l.", 3, False)]
     # the second paragraph does not fit beside the first: cut before it, repeat nothing
-    assert pack_units(units, 8, 3) == ["a b c d e f", "g h i j k l"]
+    assert pack_units(units, 8, 3) == ["a b c. d e f.", "g h i. j k l."]
+
+
+def test_pack_units_keeps_lines_without_a_full_stop_as_lines() -> None:
+    units = [Unit("Senior career", 2, True), Unit("1990-1993 Huddersfield Town", 3, False),
+             Unit("1993-1996 Leicester City", 3, False), Unit("He moved on.", 3, False)]
+    # an infobox's rows stay rows: each is a place of its own for the citation check
+    assert pack_units(units, 20, 3) == [
+        "Senior career\n1990-1993 Huddersfield Town\n1993-1996 Leicester City\nHe moved on."]
 
 
 def test_pack_units_repeats_context_inside_a_long_paragraph() -> None:
-    units = [Unit(f"s{i}", 2, i == 0) for i in range(6)]
+    units = [Unit(f"s{i}.", 2, i == 0) for i in range(6)]
     chunks = pack_units(units, 6, 2)
-    assert chunks[0] == "s0 s1 s2" and chunks[1].startswith("s2")  # overlap of one sentence
+    assert chunks[0] == "s0. s1. s2." and chunks[1].startswith("s2.")  # overlap of one sentence
 
 
 def test_pack_rows_repeats_the_header_and_never_splits_a_row() -> None:
