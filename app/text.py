@@ -123,8 +123,10 @@ def is_cjk_text(text: str) -> bool:
 # Latin sentence ends need following whitespace and a capital (or digit, quote, CJK) next;
 # CJK ends (。！？；) need none.
 _NEXT = r"(?=[\"'“‘(\[]?[A-Z0-9" + CJK + r"])"
+# ... but not after an initial or a title: "John F. Kennedy", "Mr. Smith", "U.S. Army".
+_NOT_AN_END = r"(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bMrs\.)"
 _SENTENCE_SPLIT = re.compile(
-    r"(?<=[.!?])\s+" + _NEXT
+    r"(?<=[.!?])" + _NOT_AN_END + r"\s+" + _NEXT
     + r"|(?<=[.!?][\"'”’)\]])\s+" + _NEXT
     + r"|(?<=[。！？；])(?![”’」』）)])\s*"
     + r"|(?<=[。！？；!?][”’」』）)])\s*"

@@ -9,7 +9,7 @@ from kbqa.ingest.chunking import (
     pack_units,
     split_long,
 )
-from kbqa.text import paragraph_lines, split_sentences
+from kbqa.text import paragraph_lines, sentences, split_sentences
 
 
 def words(text: str) -> int:
@@ -104,3 +104,9 @@ def test_enormous_single_line_is_cut_into_budgeted_chunks() -> None:
     drafts = chunk_sections([Section(line)], chars, max_tokens=500, overlap_tokens=0)
     assert sum(len(d.text) for d in drafts) == 20000
     assert all(len(d.text) <= 500 for d in drafts)
+
+
+def test_an_initial_or_a_title_does_not_end_a_sentence() -> None:
+    text = "The assassination of John F. Kennedy [1]. Mr. Smith joined the U.S. Army. It rained."
+    assert sentences(text) == ["The assassination of John F. Kennedy [1].",
+                               "Mr. Smith joined the U.S. Army.", "It rained."]
