@@ -45,7 +45,7 @@ def test_the_1990_club_is_never_a_grounded_watford(make_kb, default_generator) -
     folder = SHARED_DATA / "docs" / "text"
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent (benchmark data lives in ../shared/data)")
-    kb = make_kb(generator=default_generator, second_reader="on")  # as with the default model
+    kb = make_kb(generator=default_generator, second_reader="on")  # the strictest setting
     kb.ingest([folder / "norwich-city.txt", folder / "fake-text.txt"])
     answer = kbqa.ask("Which club did Iwan Roberts move to in 1990?", kb=kb)
     assert not (answer.grounded and "Watford" in answer.text), answer.text

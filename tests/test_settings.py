@@ -22,9 +22,11 @@ def test_defaults_point_at_the_packaged_model() -> None:
     assert s.model_path.parent == s.models_dir
 
 
-def test_the_second_reader_is_on_by_default_only_for_the_model_it_was_calibrated_on() -> None:
-    assert from_env({}).reads_twice  # the packaged default
-    assert not from_env({"KBQA_MODEL": "/m/other.gguf"}).reads_twice
+def test_the_second_reader_is_off_by_default_and_auto_only_for_its_model() -> None:
+    assert not from_env({}).reads_twice  # measured: it costs right answers (README)
+    assert from_env({"KBQA_SECOND_READER": "auto"}).reads_twice  # the calibrated model
+    assert not from_env({"KBQA_MODEL": "/m/other.gguf",
+                         "KBQA_SECOND_READER": "auto"}).reads_twice
     assert from_env({"KBQA_MODEL": "/m/other.gguf", "KBQA_SECOND_READER": "on"}).reads_twice
     assert not from_env({"KBQA_SECOND_READER": "off"}).reads_twice
 
