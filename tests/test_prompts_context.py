@@ -240,7 +240,8 @@ def test_short_turns_fill_the_room_left_after_the_sources() -> None:
     messages, sources = fit_prompt("What about pumps?", hits, model, settings, "en", history)
     assert model.count_prompt(messages) + 384 <= 1024
     assert sources
-    turns = [m for m in messages[len(build_messages("q", [], "en")) - 1:-1]]
+    prefix_size = len(build_messages("q", [], "en", checks=settings.reads_twice)) - 1
+    turns = [m for m in messages[prefix_size:-1]]
     assert turns and turns[0]["role"] == "user" and turns[-1]["content"].startswith("turn 39")
 
 
