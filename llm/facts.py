@@ -703,9 +703,10 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
                 else:  # a word of its own, or of the place moved here: a swap unless akin
                     substitution(token.text, span, dropped, WORD, nearest)
             for start, end in _han_runs(claim, i1, i2):
+                # the question's words, or the place's said in another order, with one
+                # character of its own at most ("Ember市长由..." for "...饰演Ember市长")
                 if sum(t.key not in asked and not moved(t) for t in claim[start:end]) < 2:
-                    continue  # the question's words, or the place's said in another order,
-                    # with one character of its own at most ("Ember市长由..." for "...饰演Ember市长")
+                    continue
                 if any(t.kind == HAN for t in dropped):
                     checked.update(range(start, end))
                     substitution("".join(t.text for t in claim[start:end]), span, dropped, HAN)
