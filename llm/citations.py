@@ -28,6 +28,7 @@ from kbqa.llm.facts import (
     WordSimilarity,
     check_claim,
     claim_tokens,
+    pinned_times,
     places,
     stated_in,
     stem,
@@ -255,8 +256,7 @@ class ClaimChecker:
     def on_question(self, verdict: Verdict) -> bool:
         """Does the claim's place speak to the question about as well as any place of the
         sources does, and where the question gives a year or date the sources state, next
-        to it? (A true sentence about something else
-        answers nothing.)"""
+        to it? (A true sentence about something else answers nothing.)"""
         if self.relevance(verdict.place) < ON_QUESTION * self.best_relevance():
             return False
         context = [t for t in claim_tokens(verdict.context or verdict.place)
@@ -268,9 +268,7 @@ class ClaimChecker:
         if self._pinned_numbers is None:
             stated = [t for source in self.sources for t in claim_tokens(source.text)
                       if t.kind == NUMBER]
-            self._pinned_numbers = [t for t in claim_tokens(self.question)
-                                    if t.kind == NUMBER and t.quantity
-                                    and t.quantity.is_time_point and stated_in(t, stated)]
+            self._pinned_numbers = pinned_times(self.question, stated)
         return self._pinned_numbers
 
     def verdict(self, clause: str, index: int) -> Verdict:

@@ -36,11 +36,9 @@ UNDECIDED = "undecided"
 WordSimilarity = Callable[[str, str], float]
 SYNONYM = 0.8  # at least this close: the answer only rephrased the source
 UNRELATED = 0.6  # below this: the answer says something else
-# An answer that restates less than this share of the question's terms leans on the
-# question ("Watford." to "Which club did he join in 1990?"): rules cannot tell whether
-# the place pairs the two.
-RESTATES_QUESTION = 0.5
-BARE_TERMS = 5  # ... and is this short (content terms of its own)
+# A bare answer, leaning on the question ("Watford." to "Which club did he join in 1990?"),
+# has no predicate of its own and is this short (content terms of its own).
+BARE_TERMS = 5
 # A name the source lacks, in place of at most this many facts of the source, is reported
 # as a swap ("the source says Bangor, not Cardiff"); in place of more, as not mentioned.
 LIKE_FOR_LIKE = 3
@@ -89,7 +87,6 @@ _QUANTITY = re.compile(
     rf"|(?P<zh>[{_ZH_NUMERALS}]+)",
     re.IGNORECASE,
 )
-_LATIN_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _CJK_CHAR = re.compile(f"[{CJK}]")
 _PIECE = re.compile(rf"[{CJK}]|[^\W_{CJK}]+(?:['’][^\W_{CJK}]+)*|[^\w\s]")
 # Measure words after a Chinese numeral: with one of these, a lone numeral is a count.
@@ -469,6 +466,14 @@ def stated_in(token: Token, place: Sequence[Token]) -> bool:
     return any(token.key == other.key for other in place)
 
 
+def pinned_times(question: str, source: Sequence[Token]) -> list[Token]:
+    """The question's years and dates that the source states: where an answer to it must
+    stand. Example: pinned_times("Who left in 1990?", claim_tokens("In 1990 ...")) names 1990
+    """
+    return [t for t in claim_tokens(question) if t.kind == NUMBER and t.quantity
+            and t.quantity.is_time_point and stated_in(t, source)]
+
+
 def _han_runs(tokens: Sequence[Token], lo: int, hi: int) -> list[tuple[int, int]]:
     """Runs of consecutive Han content characters in tokens[lo:hi]."""
     runs, start = [], None
@@ -768,9 +773,7 @@ def check_claim(answer: str, question: str, source: str, lang: str = "en",
         # whole question, so a year or date the question gives must be where the answer is
         # (its sentence or the one before), when the source states it anywhere (the 1990
         # line names another club).
-        pinned = [t for t in claim_tokens(question) if t.kind == NUMBER and t.quantity
-                  and t.quantity.is_time_point
-                  and stated_in(t, [u for p in candidates for u in p.tokens])]
+        pinned = pinned_times(question, [u for p in candidates for u in p.tokens])
         at = candidates.index(primary)  # the sentence, and the one before that frames it
         near = [u for i in (at, *(j for j in primary.neighbours if j < at))
                 for u in candidates[i].tokens]

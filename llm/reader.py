@@ -22,12 +22,6 @@ from kbqa.llm.prompts import check_request, prefix
 # wrong ones rejected as often as that allows); reported on the other half.
 REJECT_BELOW = {"en": 0.56, "zh": 0.92}
 REJECT_OFF_QUESTION = {"en": 0.70, "zh": 0.96}
-
-
-def accepts(p_yes: float, lang: str, on_best_place: bool) -> bool:
-    """Example: accepts(0.6, "en", True) is True; accepts(0.6, "en", False) is False"""
-    lang = "zh" if lang == "zh" else "en"
-    return p_yes >= (REJECT_BELOW if on_best_place else REJECT_OFF_QUESTION)[lang]
 MAX_PASSAGE_CHARS = 1200
 
 _CHOICES = {
@@ -37,6 +31,12 @@ _CHOICES = {
 
 # P(yes) for (question, answer, passage, language).
 Reader = Callable[[str, str, str, str], float]
+
+
+def accepts(p_yes: float, lang: str, on_best_place: bool) -> bool:
+    """Example: accepts(0.6, "en", True) is True; accepts(0.6, "en", False) is False"""
+    lang = "zh" if lang == "zh" else "en"
+    return p_yes >= (REJECT_BELOW if on_best_place else REJECT_OFF_QUESTION)[lang]
 
 
 def reader_messages(question: str, answer: str, passage: str, lang: str) -> list[Message]:
