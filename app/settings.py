@@ -17,12 +17,25 @@ SMALL_CHAT_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 MULTILINGUAL_EMBEDDER = "use-multilingual-v3"
 AUTO_EMBEDDER = "auto"
+# How a sentence-transformers embedder runs: "auto" = int8 ONNX for the packaged MiniLM
+# (measured: same ranking, ~3x faster), torch for other models; or either for all.
+EMBEDDER_BACKENDS = ("auto", "onnx-int8", "torch")
 # Relevance floors of the packaged embedders (similarity + coverage of the best hit), set
 # on held-out questions (SQuAD v1.1 dev for MiniLM, CMRC 2018 trial for USE; none of
 # bench/answer.py's sample) so that about 3% of answerable questions are refused before the
 # model; questions about documents that are not indexed mostly fall below them. Other
 # embedders get MiniLM's, or KBQA_MIN_RELEVANCE.
 RELEVANCE_FLOORS = {DEFAULT_EMBEDDER: 0.85, MULTILINGUAL_EMBEDDER: 0.5}
+# Score fusion: the share of a hit's score that comes from BM25 (over the query's best
+# BM25), the rest from its cosine, per embedder and query language. Set by `make
+# bench-retrieval ARGS=--calibrate` on dev data (SciFact's train queries, half of the
+# articles of SQuAD v1.1 dev and of CMRC 2018 trial), reported there on the rest. A weak
+# embedder gets a small vote: MiniLM, which knows no Chinese, on a Chinese query.
+LEXICAL_SHARES = {(DEFAULT_EMBEDDER, "en"): 0.30, (DEFAULT_EMBEDDER, "zh"): 0.95,
+                  (MULTILINGUAL_EMBEDDER, "en"): 0.55, (MULTILINGUAL_EMBEDDER, "zh"): 0.50}
+# Fusion of the two recalls: "score" (calibrated shares above) or "rrf" (reciprocal ranks,
+# weighted by dense_weight and lexical_weight).
+FUSIONS = ("score", "rrf")
 # What `search(..., mode=)` and `kbqa search --mode` accept; hybrid is the default.
 SEARCH_MODES = ("hybrid", "dense", "lexical")
 # "auto" answers in the question's language.
@@ -35,6 +48,13 @@ SECOND_READER = ("auto", "on", "off")
 # Settings the chat's settings page saves, in this file of the knowledge base folder; the
 # environment and explicit arguments still win over it.
 SAVED_SETTINGS_FILE = "settings.json"
+
+
+def calibrated_lexical_share(embedder_name: str, language: str) -> float:
+    """BM25's share in score fusion for this embedder and query language; an embedder not
+    calibrated here gets MiniLM's."""
+    name = embedder_name.removesuffix(" (with prompts)")
+    return LEXICAL_SHARES.get((name, language), LEXICAL_SHARES[(DEFAULT_EMBEDDER, language)])
 
 
 def default_data_dir() -> Path:
@@ -57,6 +77,7 @@ class Settings:
     # of it; later ingests keep that choice); or one of those names, or the folder of a
     # sentence-transformers model.
     embedder: str = AUTO_EMBEDDER
+    embedder_backend: str = "auto"
     n_gpu_layers: int = 0
     n_ctx: int = 4096
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -68,12 +89,16 @@ class Settings:
     # model is not called and the answer says the documents don't cover it. 0 means the
     # embedder's calibrated floor (RELEVANCE_FLOORS).
     min_relevance: float = 0.0
-    # Retrieval: candidates taken from each of BM25 and dense recall before fusion; RRF
+    # Retrieval: candidates taken from each of BM25 and dense recall before fusion; how
+    # they are fused ("score" or "rrf", see FUSIONS) and BM25's share of a score (0: the
+    # calibrated share of the embedder and query language); RRF
     # weights of the two lists; most chunks per document in a result (0 = no cap); MMR
     # diversity (0 = off, else the relevance weight, e.g. 0.7); a cross-encoder folder to
     # re-rank the first rerank_depth fused hits (off when empty); vector count above which
     # FAISS switches from exact search to inverted lists (0 = always exact).
     fusion_depth: int = 100
+    fusion: str = "score"
+    lexical_share: float = 0.0
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
     per_document: int = 0
@@ -169,6 +194,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise SettingError("KBQA_N_GPU_LAYERS must be -1 (all layers), 0 (CPU) or a layer count")
     if name in _NON_NEGATIVE and result < 0:
         raise SettingError(f"setting {name} (KBQA_{name.upper()}) must be >= 0, got {value!r}")
+    if name == "fusion" and result not in FUSIONS:
+        raise SettingError(f"KBQA_FUSION must be score or rrf, got {value!r}")
+    if name == "lexical_share" and not 0 <= result <= 1:
+        raise SettingError("KBQA_LEXICAL_SHARE must be between 0 (calibrated) and 1")
     if name == "mmr_lambda" and not 0 <= result <= 1:
         raise SettingError("KBQA_MMR_LAMBDA must be between 0 (off) and 1")
     if name == "chunk_overlap" and result < 0:
@@ -178,6 +207,9 @@ def _coerce(name: str, value: Any) -> Any:
                            f"en or zh, got {value!r}")
     if name == "second_reader" and result not in SECOND_READER:
         raise SettingError(f"KBQA_SECOND_READER must be auto, on or off, got {value!r}")
+    if name == "embedder_backend" and result not in EMBEDDER_BACKENDS:
+        raise SettingError("KBQA_EMBEDDER_BACKEND must be auto (int8 ONNX for the packaged "
+                           f"MiniLM, torch otherwise), onnx-int8 or torch, got {value!r}")
     if name == "temperature" and not 0 <= result <= 2:
         raise SettingError(f"KBQA_TEMPERATURE must be between 0 and 2, got {value!r}")
     return result

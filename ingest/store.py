@@ -218,6 +218,18 @@ class Store:
             rows = connection.execute(text(sql), params)
             return [(int(i), -float(s)) for i, s in rows]
 
+    def lexical_scores(self, match: str, chunk_ids: Sequence[int]) -> dict[int, float]:
+        """BM25 of these chunks for `match` (those that match nothing are left out): score
+        fusion needs both scores of every candidate, also of those only dense recall found."""
+        if not self.lexical or not match or not chunk_ids:
+            return {}
+        sql = ("SELECT rowid, bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH "
+               ":match AND rowid IN (SELECT value FROM json_each(:ids))")
+        with self.engine.connect() as connection:
+            rows = connection.execute(text(sql), {"match": match,
+                                                  "ids": json.dumps(list(chunk_ids))})
+            return {int(i): -float(s) for i, s in rows}
+
     def term_chunk_counts(self, stems: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each (stemmed) term."""
         if not self.lexical or not stems:

@@ -1,8 +1,8 @@
-"""Pure ranking steps: reciprocal-rank fusion, de-duplication, MMR diversity."""
+"""Pure ranking steps: score fusion, reciprocal-rank fusion, de-duplication, MMR diversity."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -22,6 +22,20 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K,
     for ranking, weight in zip(rankings, weights, strict=True):
         for rank, item in enumerate(ranking):
             scores[item] = scores.get(item, 0.0) + weight / (k + rank + 1)
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def convex_fusion(lexical: Mapping[int, float], dense: Mapping[int, float],
+                  lexical_share: float) -> list[tuple[int, float]]:
+    """Example: convex_fusion({1: 8.0, 2: 2.0}, {1: 0.2, 2: 0.6}, 0.5)[0][0] == 1.
+    Each candidate scores `lexical_share` x its BM25 over the best BM25 of the query, plus
+    the rest x its cosine; `dense` holds every candidate, `lexical` those BM25 matched.
+    Unlike RRF this keeps how far apart the scores are, so a decisive BM25 match (a rare
+    name) is not outvoted by a weak embedder's first place (bench-retrieval --calibrate)."""
+    top = max(lexical.values(), default=0.0)
+    scores = {item: (1 - lexical_share) * cosine
+              + (lexical_share * lexical.get(item, 0.0) / top if top > 0 else 0.0)
+              for item, cosine in dense.items()}
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 

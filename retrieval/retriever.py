@@ -1,9 +1,10 @@
-"""Retriever.search(query, k, filters) -> ranked Hits: BM25 and dense recall, fused by RRF."""
+"""Retriever.search(query, k, filters) -> ranked Hits: BM25 and dense recall, fused by score
+(a calibrated lexical share per embedder and query language) or by RRF (a setting)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,7 +15,7 @@ from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import Store
 from kbqa.retrieval.dense import dense_search
 from kbqa.retrieval.filters import allowed_documents, validate_filters
-from kbqa.retrieval.fuse import RRF_K, dedupe, mmr, reciprocal_rank_fusion
+from kbqa.retrieval.fuse import RRF_K, convex_fusion, dedupe, mmr, reciprocal_rank_fusion
 from kbqa.retrieval.lexical import (
     TermMatcher,
     coverage,
@@ -24,7 +25,8 @@ from kbqa.retrieval.lexical import (
     searchable,
     selective_terms,
 )
-from kbqa.settings import SEARCH_MODES, Settings
+from kbqa.settings import SEARCH_MODES, Settings, calibrated_lexical_share
+from kbqa.text import detect_language
 
 
 class Reranker(Protocol):
@@ -43,12 +45,27 @@ class RetrievalOptions:
     per_document: int
     mmr_lambda: float
     rerank_depth: int
+    fusion: str = "score"
+    lexical_share: float = 0.0  # 0: the calibrated share of the embedder and query language
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetrievalOptions:
         return cls(fusion_depth=settings.fusion_depth, dense_weight=settings.dense_weight,
                    lexical_weight=settings.lexical_weight, per_document=settings.per_document,
-                   mmr_lambda=settings.mmr_lambda, rerank_depth=settings.rerank_depth)
+                   mmr_lambda=settings.mmr_lambda, rerank_depth=settings.rerank_depth,
+                   fusion=settings.fusion, lexical_share=settings.lexical_share)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What recall found for a query, before fusion: BM25 scores (of the candidates that
+    match a query term) and dense cosines (of every candidate), with the query's language."""
+
+    language: str
+    lexical: list[tuple[int, float]] = field(default_factory=list)
+    dense: list[tuple[int, float]] = field(default_factory=list)
+    lexical_scores: dict[int, float] = field(default_factory=dict)
+    cosines: dict[int, float] = field(default_factory=dict)
 
 
 class Retriever:
@@ -77,25 +94,9 @@ class Retriever:
             return []
         depth = max(k, self.options.fusion_depth)
         index = self._index()
-        # Terms FTS5 reads no token in (a lone "・") can match nothing: drop them.
-        every = query_terms(query)
-        pairs = [(t, s) for t, s in zip(every, self._matcher.stems(every), strict=True) if s]
-        terms, stems = [t for t, _ in pairs], [s for _, s in pairs]
-        counts = self._store.term_chunk_counts(stems)
-        total = max(len(index), 1)
-        weights = {t: idf(total, counts.get(s, 0)) for t, s in pairs}
-        lexical: list[tuple[int, float]] = []
-        if mode != "dense":
-            recall = selective_terms(terms, [counts.get(s, 0) for s in stems])
-            lexical = self._store.lexical_search(match_expression(recall), depth, documents)
-        dense: list[tuple[int, float]] = []
-        query_vector = None
-        if mode != "lexical":
-            allowed = self._store.chunk_ids_of(documents) if documents is not None else None
-            query_vector, dense = dense_search(query, self._embedder, index, depth, allowed)
-        fused = reciprocal_rank_fusion(
-            [[i for i, _ in dense], [i for i, _ in lexical]],
-            weights=[self.options.dense_weight, self.options.lexical_weight])
+        terms, weights, candidates, query_vector = self._recall(query, depth, documents, mode,
+                                                                index)
+        fused = self.fuse(candidates, mode)
         pool = max(k * 3, self.options.rerank_depth if self._reranker else 0, 20)
         chunks = self._store.chunks_by_id(i for i, _ in fused[:pool])
         ranked = [Hit(chunks[i], score) for i, score in fused[:pool] if i in chunks]
@@ -108,7 +109,63 @@ class Retriever:
             vectors = index.vectors([h.chunk.chunk_id for h in ranked])
             relevance = [1.0 / (RRF_K + rank) for rank in range(len(ranked))]
             ranked = [ranked[i] for i in mmr(relevance, vectors, k, self.options.mmr_lambda)]
-        return self._scored(query, terms, weights, ranked[:k], dict(dense), index, query_vector)
+        return self._scored(query, terms, weights, ranked[:k], dict(candidates.cosines), index,
+                            query_vector)
+
+    def candidates(self, query: str, depth: int | None = None) -> Candidates:
+        """Both recalls of a query over the whole collection (calibration reads these)."""
+        depth = depth or self.options.fusion_depth
+        return self._recall(query, depth, None, "hybrid", self._index())[2]
+
+    def _recall(self, query: str, depth: int, documents: list[int] | None, mode: str,
+                index: VectorIndex
+                ) -> tuple[list[str], dict[str, float], Candidates, np.ndarray | None]:
+        """Query terms with their idf, the candidates of BM25 and dense recall, and the
+        query vector. For score fusion every candidate gets both scores: the cosine of a
+        BM25-only find, the BM25 of a dense-only one."""
+        # Terms FTS5 reads no token in (a lone "・") can match nothing: drop them.
+        every = query_terms(query)
+        pairs = [(t, s) for t, s in zip(every, self._matcher.stems(every), strict=True) if s]
+        terms, stems = [t for t, _ in pairs], [s for _, s in pairs]
+        counts = self._store.term_chunk_counts(stems)
+        total = max(len(index), 1)
+        weights = {t: idf(total, counts.get(s, 0)) for t, s in pairs}
+        match = match_expression(selective_terms(terms, [counts.get(s, 0) for s in stems]))
+        lexical: list[tuple[int, float]] = []
+        if mode != "dense":
+            lexical = self._store.lexical_search(match, depth, documents)
+        dense: list[tuple[int, float]] = []
+        query_vector = None
+        if mode != "lexical":
+            allowed = self._store.chunk_ids_of(documents) if documents is not None else None
+            query_vector, dense = dense_search(query, self._embedder, index, depth, allowed)
+        scores, cosines = dict(lexical), dict(dense)
+        if mode == "hybrid" and self.options.fusion == "score":
+            dense_only = [i for i in cosines if i not in scores]
+            scores.update(self._store.lexical_scores(match, dense_only))
+            lexical_only = [i for i in scores if i not in cosines]
+            if query_vector is not None and lexical_only:
+                for i, vector in zip(lexical_only, index.vectors(lexical_only), strict=True):
+                    cosines[i] = float(vector @ query_vector)
+        candidates = Candidates(detect_language(query), lexical, dense, scores, cosines)
+        return terms, weights, candidates, query_vector
+
+    def fuse(self, candidates: Candidates, mode: str = "hybrid",
+             share: float | None = None) -> list[tuple[int, float]]:
+        """The candidates in one order: by score fusion (`share`, else the setting, else the
+        calibrated share of this embedder and the query's language) or by weighted RRF."""
+        if mode == "lexical":
+            return list(candidates.lexical)
+        if mode == "dense":
+            return list(candidates.dense)
+        if self.options.fusion == "rrf":
+            return reciprocal_rank_fusion(
+                [[i for i, _ in candidates.dense], [i for i, _ in candidates.lexical]],
+                weights=[self.options.dense_weight, self.options.lexical_weight])
+        if share is None:
+            share = self.options.lexical_share or calibrated_lexical_share(
+                self._embedder.name, candidates.language)
+        return convex_fusion(candidates.lexical_scores, candidates.cosines, share)
 
     def _scored(self, query: str, terms: list[str], weights: dict[str, float],
                 hits: list[Hit], similarity: dict[int, float], index: VectorIndex,
