@@ -18,7 +18,7 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 MULTILINGUAL_EMBEDDER = "use-multilingual-v3"
 AUTO_EMBEDDER = "auto"
 # How a sentence-transformers embedder runs: "auto" = int8 ONNX for the packaged MiniLM
-# (measured: same ranking, ~3x faster), torch for other models; or either for all.
+# (bench-ingest: nDCG@10 within 0.005, 2.6x the chunks/s), torch for other models.
 EMBEDDER_BACKENDS = ("auto", "onnx-int8", "torch")
 # Relevance floors of the packaged embedders (similarity + coverage of the best hit), set
 # on held-out questions (SQuAD v1.1 dev for MiniLM, CMRC 2018 trial for USE; none of

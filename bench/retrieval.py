@@ -282,7 +282,10 @@ def bench_mixed(keep: Path | None) -> None:
             for rank, language in enumerate(order, start=1):
                 part = folder / f"{rank}-{language}"
                 part.mkdir()
-                write_corpus(part, None) if language == "en" else write_cmrc(part)
+                if language == "en":
+                    write_corpus(part, None)
+                else:
+                    write_cmrc(part)
             return 0
 
         with knowledge_base(keep, f"mixed-{first}-first") as home:

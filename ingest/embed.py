@@ -66,8 +66,8 @@ def make_embedder(spec: str, threads: int | None = None, backend: str = "torch",
 
 
 def uses_int8(backend: str, packaged: bool) -> bool:
-    """"auto" runs the packaged MiniLM as int8 ONNX: 2.9x the passages/s of torch on 2
-    cores with nDCG@10 within 0.002 (bench-ingest). Other models keep torch unless asked:
+    """"auto" runs the packaged MiniLM as int8 ONNX: 2.6x the chunks/s of torch on 2 cores
+    with SciFact nDCG@10 within 0.005 (bench-ingest). Other models keep torch unless asked:
     how much quantization costs them is not measured."""
     if backend not in EMBEDDER_BACKENDS:
         raise SettingError(f"embedder backend {backend!r}: use one of "

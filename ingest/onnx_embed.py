@@ -183,7 +183,6 @@ class OnnxInt8Embedder:
         return self._embed([self._query_prompt + t for t in texts])
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32) if self.dim else None
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rows: list[np.ndarray] = []
         with self._encode_lock:
@@ -196,11 +195,10 @@ class OnnxInt8Embedder:
                         "token_type_ids": np.zeros_like(ids)}
                 hidden = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
                 rows.append(_pool(hidden, mask, self._cls))
-        pooled = np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
-        if out is None:
-            return pooled
-        out[np.asarray(order, dtype=np.int64)] = pooled
-        return out
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        # Rows came in length order; put them back in the order of `texts`.
+        return np.ascontiguousarray(np.concatenate(rows)[np.argsort(order)])
 
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         if not texts:
