@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-answer bench-faithfulness bench-browser lint clean llama-wheel browser
+.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser lint clean llama-wheel browser
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -84,6 +84,9 @@ bench-ingest: setup ## SciFact ingest vs the embedder's floor, re-ingest, RSS, p
 
 bench-retrieval: setup ## SciFact nDCG@10/R@100, CMRC R@1/@5 (BM25, dense, hybrid), latency at 200k chunks
 	$(BIN)/python bench/retrieval.py $(ARGS)
+
+bench-cross: setup ## questions in one language about passages in the other (translated SQuAD/CMRC)
+	$(BIN)/python bench/cross.py $(ARGS)
 
 bench-answer: setup ## SQuAD/CMRC answers: EM, F1, citation precision, refusals, TTFT vs the llama.cpp floor
 	$(BIN)/python bench/answer.py $(ARGS)

@@ -93,6 +93,8 @@ class Hit:
     score: float
     similarity: float = 0.0
     coverage: float = 0.0
+    space: str = ""  # the embedder whose cosine `similarity` is (its relevance floor applies)
+    cross_language: bool = False  # the passage is in another language than the question
 
 
 # Between two sentences of a source that were not next to each other in the document.

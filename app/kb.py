@@ -14,7 +14,7 @@ from kbqa.conversations import Conversations
 from kbqa.domain import Answer, Chunk, Hit, IngestReport, KbStats
 from kbqa.errors import IndexMissing
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
-from kbqa.ingest.index import VectorIndex, generation_path
+from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.lock import writer_lock
 from kbqa.ingest.pipeline import (
@@ -23,8 +23,11 @@ from kbqa.ingest.pipeline import (
     check_embedder,
     discover,
     ingest_paths,
+    load_spaces,
+    recorded_spaces,
     remove_paths,
 )
+from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, Space, is_cjk_text
 from kbqa.ingest.store import Store, StoredDocument
 from kbqa.llm.answer import answer_stream, condense_question, final_answer
 from kbqa.llm.citations import embedding_similarity
@@ -38,7 +41,8 @@ from kbqa.retrieval.rerank import CrossEncoderReranker
 from kbqa.retrieval.retriever import Reranker, RetrievalOptions, Retriever
 from kbqa.settings import AUTO_EMBEDDER, DEFAULT_EMBEDDER, Settings, from_env
 
-# Files read to decide the embedder at the first ingest (see `choose_embedder`).
+# Files read to name the first vector space at the first ingest (see `choose_embedder`);
+# with the automatic embedder every chunk still goes to the spaces its script needs.
 SCRIPT_SAMPLE_FILES = 24
 
 log = logging.getLogger("kbqa")
@@ -57,7 +61,8 @@ class KnowledgeBase:
         self._embedder = embedder
         self._embedder_given = embedder is not None
         self._generator = generator
-        self._index: VectorIndex | None = None
+        self._others: dict[str, Embedder] = {}  # the other spaces' embedders, by name
+        self._indexes: dict[str, VectorIndex] | None = None
         self._generation = -1
         self._matcher = TermMatcher()
         self._reranker: Reranker | None = None
@@ -78,6 +83,23 @@ class KnowledgeBase:
         return make_embedder(spec, threads=self.settings.threads,
                              backend=self.settings.embedder_backend,
                              models_dir=self.settings.models_dir)
+
+    def embedder_named(self, name: str) -> Embedder:
+        """The embedder of a vector space (the automatic embedder's spaces load lazily)."""
+        if name == self.embedder.name:
+            return self.embedder
+        if name not in self._others:
+            self._others[name] = self._make_embedder(name)
+        return self._others[name]
+
+    @property
+    def auto_spaces(self) -> bool:
+        """Automatic embedder: chunks spread over a MiniLM and a multilingual space."""
+        return not self._embedder_given and self.settings.embedder == AUTO_EMBEDDER
+
+    def embedders(self) -> Embedders:
+        return Embedders(self.embedder, self.embedder_named if self.auto_spaces else None,
+                         always_cross=self.settings.cross_language == "always")
 
     def _pick_embedder(self, paths: Sequence[str | os.PathLike[str]]) -> None:
         """With embedder "auto", the ingests before the first stored chunk read a few of the
@@ -128,9 +150,22 @@ class KnowledgeBase:
 
     @property
     def similarity(self) -> WordSimilarity:
-        """Word similarity by the embedder, for telling a synonym from a swapped fact."""
+        """Word similarity by the embedder, for telling a synonym from a swapped fact; with
+        the automatic spaces, by the one that reads the words' script."""
         if self._similarity is None:
-            self._similarity = embedding_similarity(self.embedder.encode)
+            if not self.auto_spaces:
+                self._similarity = embedding_similarity(self.embedder.encode)
+            else:
+                embedders = self.embedders()
+                by_script = {name: embedding_similarity(  # models load on first need
+                    lambda texts, name=name: embedders.get(name).encode(texts))
+                    for name in (LATIN_SPACE, CROSS_SPACE)}
+
+                def similarity(first: str, second: str) -> float:
+                    cjk = is_cjk_text(first) or is_cjk_text(second)
+                    return by_script[CROSS_SPACE if cjk else LATIN_SPACE](first, second)
+
+                self._similarity = similarity
         return self._similarity
 
     @property
@@ -141,26 +176,43 @@ class KnowledgeBase:
     def _current_generation(self) -> int:
         return int(self.store.get_meta("index_generation", "0") or 0)
 
-    def index(self) -> VectorIndex:
-        """The committed vectors; reloaded when another process committed a newer generation."""
+    def indexes(self) -> dict[str, VectorIndex]:
+        """The committed vector spaces by embedder name; reloaded when another process
+        committed a newer generation."""
         generation = self._current_generation()
-        if self._index is None or generation != self._generation:
-            path = generation_path(self.vectors_dir, generation)
-            for _ in range(3):  # a writer may replace the file while we read it
+        if self._indexes is None or generation != self._generation:
+            for _ in range(3):  # a writer may replace the files while we read them
+                spaces = recorded_spaces(self.store) or [(self.embedder.name,
+                                                          self.embedder.dim)]
                 try:
-                    self._index = (VectorIndex.load(path) if generation
-                                   else VectorIndex(self.embedder.dim))
-                    break
+                    indexes = load_spaces(self.vectors_dir, generation, spaces)
                 except RuntimeError:
-                    generation = self._current_generation()
-                    path = generation_path(self.vectors_dir, generation)
+                    indexes = {}
+                if len(indexes) == len(spaces) or generation == 0:
+                    break
+                generation = self._current_generation()
             else:
                 raise IndexMissing(
-                    f"the vector file {path} is missing or unreadable: run "
-                    "`python -m kbqa ingest --rebuild DIR` to rebuild the knowledge base"
+                    f"the vector files of generation {generation} in {self.vectors_dir} are "
+                    "missing or unreadable: run `python -m kbqa ingest --rebuild DIR` to "
+                    "rebuild the knowledge base"
                 )
-            self._generation = generation
-        return self._index
+            self._indexes, self._generation = indexes, generation
+        return self._indexes
+
+    def index(self) -> VectorIndex:
+        """The first vector space (the only one unless the embedder is automatic)."""
+        return next(iter(self.indexes().values()))
+
+    def spaces(self) -> list[Space]:
+        """The vector spaces that hold vectors, with their embedders, for search."""
+        indexes = self.indexes()
+        spaces = [Space(name, self.embedder_named(name), index)
+                  for name, index in indexes.items() if len(index)]
+        if spaces:
+            return spaces
+        name, index = next(iter(indexes.items()))
+        return [Space(name, self.embedder_named(name), index)]
 
     # -- the public operations -----------------------------------------------------------
     @contextmanager
@@ -169,14 +221,14 @@ class KnowledgeBase:
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
             # The writer changes a copy: searches in other threads keep reading the
             # committed index, never one that is being modified under them.
-            index = self.index().copy()
-            state = IngestState(index=index, generation=self._generation,
+            indexes = {name: index.copy() for name, index in self.indexes().items()}
+            state = IngestState(indexes=indexes, generation=self._generation,
                                 folder=self.vectors_dir,
                                 ann_threshold=self.settings.ann_threshold)
             try:
                 yield state
             finally:
-                self._index, self._generation = state.index, state.generation
+                self._indexes, self._generation = state.indexes, state.generation
 
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                progress: bool = False, prune: bool = True,
@@ -187,7 +239,7 @@ class KnowledgeBase:
             paths = [paths]
         self._pick_embedder(paths)
         with self._writing() as state:
-            return ingest_paths(paths, store=self.store, state=state, embedder=self.embedder,
+            return ingest_paths(paths, store=self.store, state=state, embedders=self.embedders(),
                                 settings=self.settings, progress=progress, prune=prune,
                                 on_progress=on_progress)
 
@@ -198,15 +250,14 @@ class KnowledgeBase:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         with self._writing() as state:
-            return remove_paths([str(p) for p in paths], store=self.store, state=state,
-                                embedder=self.embedder)
+            return remove_paths([str(p) for p in paths], store=self.store, state=state)
 
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
             self.store.clear()  # conversations, in their own tables, stay
             shutil.rmtree(self.vectors_dir, ignore_errors=True)
-            self._index, self._generation = None, -1
+            self._indexes, self._generation = None, -1
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,
                mode: str = "hybrid") -> list[Hit]:
@@ -223,7 +274,7 @@ class KnowledgeBase:
         check_embedder(self.store, self.embedder)
 
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.embedder, self.index,
+        return Retriever(self.store, self.spaces,
                          RetrievalOptions.from_settings(self.settings), self._matcher,
                          self.reranker)
 
@@ -240,16 +291,14 @@ class KnowledgeBase:
                                   self.settings.reads_twice)
         hits = self.search(query, k=max(self.settings.top_k * 2, 8))
         yield from answer_stream(question, hits, self.generator, self.settings, history or (),
-                                 self.similarity, search_query=query,
-                                 floor=self.settings.relevance_floor(self.embedder.name),
-                                 reader=self.reader)
+                                 self.similarity, search_query=query, reader=self.reader)
 
     def warm_up(self) -> None:
         """Load the embedder, the vectors and the chat model, and evaluate the prompt's fixed
         instructions, so that the first question is as fast as the next (the chat calls this
         while it shows its loading spinner)."""
-        self.index()
-        self.embedder.encode(["warm-up"])
+        for space in self.spaces():
+            space.embedder.encode_queries(["warm-up"])
         self.generator.warm(prefix(self.settings.reads_twice))
 
     def ask(self, question: str, *, history: Sequence[Message] | None = None) -> Answer:
@@ -273,8 +322,10 @@ class KnowledgeBase:
         if self.vectors_dir.is_dir():
             on_disk.extend(self.vectors_dir.iterdir())
         size = sum(p.stat().st_size for p in on_disk if p.is_file())
+        held = [name for name, index in self.indexes().items() if len(index)]
         return KbStats(documents=documents, chunks=chunks,
-                       embedder=self.store.get_meta("embedder") or self.settings.embedder,
+                       embedder=" + ".join(held) or self.store.get_meta("embedder")
+                       or self.settings.embedder,
                        size_bytes=size)
 
     def close(self) -> None:

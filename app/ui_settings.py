@@ -31,8 +31,10 @@ EXPLAINED = {
     "temperature": "0 always gives the same answer; higher varies the wording (0-2).",
     "answer_language": "auto answers in the question's language; or always English (en) or "
                        "Chinese (zh).",
-    "embedder": "How passages are turned into vectors: auto picks by the documents' script. "
-                "Changing it re-indexes every document.",
+    "embedder": "How passages are turned into vectors: auto uses MiniLM for English "
+                "passages and the multilingual model for Chinese ones (and for every passage "
+                "of a mixed folder, so questions cross languages). Changing it re-indexes "
+                "every document.",
 }
 EMBEDDERS = [AUTO_EMBEDDER, DEFAULT_EMBEDDER, MULTILINGUAL_EMBEDDER]
 

@@ -171,6 +171,7 @@ def quality(bases: dict[str, Any]) -> None:
     """SciFact test nDCG@10 (dense alone and hybrid) for every pair of (backend that
     embedded the corpus, backend that embeds the query): the diagonal is each backend's
     own quality; off the diagonal says whether one can search the other's vectors."""
+    from kbqa.ingest.spaces import Space
     from kbqa.retrieval.retriever import Retriever
 
     from retrieval import ndcg_at_10, scifact_queries
@@ -179,7 +180,10 @@ def quality(bases: dict[str, Any]) -> None:
     rows = []
     for corpus_backend, kb in bases.items():
         for query_backend, other in bases.items():
-            retriever = Retriever(kb.store, other.embedder, kb.index, kb.retriever().options)
+            def spaces(kb: Any = kb, other: Any = other) -> list[Space]:
+                return [Space(kb.embedder.name, other.embedder, kb.index())]
+
+            retriever = Retriever(kb.store, spaces, kb.retriever().options)
             row = [corpus_backend, query_backend]
             for mode in ("dense", "hybrid"):
                 scores = []

@@ -291,7 +291,7 @@ def bench_mixed(keep: Path | None) -> None:
         with knowledge_base(keep, f"mixed-{first}-first") as home:
             kb, _, _ = ingest_folder(home, write, f"mixed, {first} files first")
             for mode in ("lexical", "dense", "hybrid"):
-                rows.append([f"{first} files first", kb.embedder.name, LABEL[mode],
+                rows.append([f"{first} files first", kb.stats().embedder, LABEL[mode],
                              scifact_quality(kb, mode, deep=False)[0],
                              *cmrc_quality(kb, mode)[:2]])
                 print(f"  {rows[-1]}", flush=True)
@@ -340,7 +340,7 @@ def bench_synthetic(size: int, keep: Path | None, base: np.ndarray) -> list[list
             build_synthetic(kb, size, base)
         exact = VectorIndex.load(generation_path(kb.vectors_dir, 1))
         for kind, index in (("exact", exact), ("IVF", exact.reshaped(1))):
-            kb._index, kb._generation = index, kb._current_generation()
+            kb._indexes, kb._generation = {kb.embedder.name: index}, kb._current_generation()
             without, with_embedding = latency(kb, texts, timed)
             rows.append([f"synthetic ({index.kind})", f"{size:,}", kind,
                          *_ms(without), *_ms(with_embedding)])
@@ -438,7 +438,7 @@ class Found:
         ids = {i for _, c, _ in self.found for i in c.cosines} | \
             {i for _, c, _ in self.found for i, _ in c.lexical}
         self.stem = {i: Path(chunk.source).stem for i, chunk in kb.store.chunks_by_id(ids).items()}
-        self.rrf = Retriever(kb.store, kb.embedder, kb.index,
+        self.rrf = Retriever(kb.store, kb.spaces,
                              replace(self.retriever.options, fusion="rrf"))
         self.counts = f"{sum(p == 'dev' for p, _, _ in items)} / " \
             f"{sum(p == 'test' for p, _, _ in items)}"

@@ -18,7 +18,9 @@ import faiss
 import numpy as np
 
 _FAISS: Any = faiss  # the stubs lack some of the names used below
-_GENERATION_FILE = re.compile(r"^vectors-(\d+)\.faiss$")
+# vectors-<generation>.faiss for a knowledge base's first vector space, and
+# vectors-<generation>.<n>.faiss for its n-th other one (see kbqa.ingest.spaces).
+_GENERATION_FILE = re.compile(r"^vectors-(\d+)(?:\.\d+)?\.faiss$")
 
 
 # Inverted lists per vector count: ~4·sqrt(n), the usual IVF sizing; probes per search.
@@ -72,15 +74,20 @@ class VectorIndex:
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, vector) held, for rebuilding in another shape."""
+        ids = self.ids()
         if self._ivf is None:
-            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
             flat = faiss.downcast_index(self._index.index)
             return ids, flat.reconstruct_n(0, flat.ntotal)
+        return ids, self.vectors(ids)
+
+    def ids(self) -> np.ndarray:
+        """Every chunk id held."""
+        if self._ivf is None:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
         invlists: Any = self._ivf.invlists
         parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
                  for i in range(self._ivf.nlist) if invlists.list_size(i)]
-        ids = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-        return ids, self.vectors(ids)
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stored vectors of these ids (rows of zeros for ids not held)."""
@@ -165,8 +172,10 @@ def _new_ivf(dim: int, vectors: np.ndarray) -> faiss.Index:
     return ivf
 
 
-def generation_path(folder: Path, generation: int) -> Path:
-    return folder / f"vectors-{generation:08d}.faiss"
+def generation_path(folder: Path, generation: int, space: int = 0) -> Path:
+    """The file of a generation's `space`-th vector space (0: the first, named in meta)."""
+    suffix = f".{space}" if space else ""
+    return folder / f"vectors-{generation:08d}{suffix}.faiss"
 
 
 def stale_generation_files(folder: Path, keep: int) -> list[Path]:

@@ -9,6 +9,7 @@ stored once; a file's attachments are documents of their own, replaced and remov
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import threading
@@ -24,6 +25,7 @@ from kbqa.ingest.chunking import chunk_sections
 from kbqa.ingest.embed import Embedder
 from kbqa.ingest.index import VectorIndex, generation_path, stale_generation_files
 from kbqa.ingest.loaders import LoadOptions, load
+from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, is_cjk_text
 from kbqa.ingest.store import Store, file_sha256
 from kbqa.settings import Settings
 from sqlalchemy.orm import Session
@@ -42,7 +44,8 @@ class StagedDocument:
     pages: int | None
     drafts: list[ChunkDraft]
     alias: bool = False  # identical to a stored document: no chunks of its own
-    vectors: np.ndarray | None = None
+    # Per vector space, one row per draft; a row of zeros where the space holds no vector.
+    vectors: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -62,13 +65,22 @@ class Staged:
 
 @dataclass
 class IngestState:
-    """The index generation the run starts from and advances; the caller keeps it after."""
+    """The vector spaces (by embedder name, the first one named in meta "embedder") and the
+    generation the run starts from and advances; the caller keeps them after."""
 
-    index: VectorIndex
+    indexes: dict[str, VectorIndex]
     generation: int
     folder: Path
-    # Vector count above which the index is rebuilt as IVF (0 = always exact).
+    # Vector count above which an index is rebuilt as IVF (0 = always exact).
     ann_threshold: int = 0
+
+    @property
+    def index(self) -> VectorIndex:
+        return next(iter(self.indexes.values()))
+
+    def remove(self, ids: Sequence[int]) -> None:
+        for index in self.indexes.values():
+            index.remove(ids)
 
 
 ProgressFn = Callable[[IngestProgress], None]
@@ -164,11 +176,24 @@ def check_embedder(store: Store, embedder: Embedder) -> None:
         )
 
 
+def recorded_spaces(store: Store) -> list[tuple[str, int]]:
+    """The committed vector spaces (embedder name, dimension), in file order."""
+    raw = store.get_meta("vector_spaces")
+    if raw:
+        return [(str(name), int(dim)) for name, dim in json.loads(raw)]
+    built_with = store.get_meta("embedder")  # a knowledge base from before spaces
+    return [(built_with, int(store.get_meta("embedding_dim") or 0))] if built_with else []
+
+
 def embedding_text(draft: ChunkDraft) -> str:
     """The chunk as embedded: its heading path gives a passage its context."""
-    if draft.heading and not draft.text.lstrip("# ").startswith(draft.heading.split(" > ")[-1]):
-        return f"{draft.heading}\n{draft.text}"
-    return draft.text
+    return heading_and_text(draft.heading, draft.text)
+
+
+def heading_and_text(heading: str, text: str) -> str:
+    if heading and not text.lstrip("# ").startswith(heading.split(" > ")[-1]):
+        return f"{heading}\n{text}"
+    return text
 
 
 def ingest_paths(
@@ -176,7 +201,7 @@ def ingest_paths(
     *,
     store: Store,
     state: IngestState,
-    embedder: Embedder,
+    embedders: Embedders,
     settings: Settings,
     progress: bool = False,
     prune: bool = True,
@@ -185,7 +210,7 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest files and folders; the caller holds the writer lock."""
     started = time.perf_counter()
-    check_embedder(store, embedder)
+    check_embedder(store, embedders.primary)
     for stale in stale_generation_files(state.folder, keep=state.generation):
         stale.unlink(missing_ok=True)  # left by a crash between write and commit
 
@@ -201,6 +226,9 @@ def ingest_paths(
     pending: list[Staged] = []
     last_commit = time.monotonic()
     limit = settings.max_file_mb * 2**20
+    cross = embedders.always_cross or (CROSS_SPACE in state.indexes
+                                       and len(state.indexes[CROSS_SPACE]) > 0)
+    legacy = bool(known_files) and store.get_meta("vector_spaces") is None
 
     def stage(path: Path) -> Staged | None:
         """Hash, load and chunk one file; None when unchanged or failed (recorded)."""
@@ -224,7 +252,7 @@ def ingest_paths(
             is_update = name in known_files
             if is_update:  # its old content no longer counts as a copy to share
                 holders = {c: f for c, f in holders.items() if f != name}
-            staged = _stage(path, sha, size, is_update, holders, embedder, settings,
+            staged = _stage(path, sha, size, is_update, holders, embedders, settings,
                             options, report)
             for doc in staged.documents:
                 holders.setdefault(doc.content_sha, name)
@@ -248,20 +276,22 @@ def ingest_paths(
             due = time.monotonic() - last_commit >= settings.commit_every_s
             if (due or sum(len(s.drafts) for s in pending) >= BATCH_CHUNKS
                     or len(pending) >= BATCH_FILES):
-                _embed(pending, embedder, bar, report)
+                cross = _embed(pending, embedders, cross, bar, report)
                 embedded.extend(pending)
                 pending = []
                 if time.monotonic() - last_commit >= settings.commit_every_s:
-                    _commit_staged(embedded, store, state, embedder, report)
+                    _commit_staged(embedded, store, state, report)
                     embedded, last_commit = [], time.monotonic()
-        _embed(pending, embedder, bar, report)
+        cross = _embed(pending, embedders, cross, bar, report)
         embedded.extend(pending)
         seen = {str(p) for p in files}
         gone = sorted(f for f in known_files if prune and f not in seen
                       and _under_any(f, roots) and not Path(f).exists())
         if embedded or gone:
-            _commit_staged(embedded, store, state, embedder, report, removals=gone)
+            _commit_staged(embedded, store, state, report, removals=gone)
             report.removed.extend(gone)
+        if embedders.auto:
+            _backfill(store, state, embedders, cross, legacy, bar, settings.commit_every_s)
         bar.tell()
     finally:
         bar.close()
@@ -314,7 +344,7 @@ def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
 
 
 def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, str],
-           embedder: Embedder, settings: Settings, options: LoadOptions,
+           embedders: Embedders, settings: Settings, options: LoadOptions,
            report: IngestReport) -> Staged:
     """Load and chunk a file, unless identical content is stored already (then it only
     records the new path); attachments become documents of their own."""
@@ -331,7 +361,7 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
         documents = [StagedDocument(name, sha, document.kind, None, [], alias=True)]
     else:
         documents = [StagedDocument(name, sha, document.kind, document.pages,
-                                    _chunk(document, embedder, settings))]
+                                    _chunk(document, embedders, settings))]
     for attachment in document.attachments:
         if attachment.document is None:
             report.failed.append(Failure(attachment.name, attachment.error))
@@ -340,7 +370,7 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
             documents.append(StagedDocument(attachment.name, attachment.sha256,
                                             attachment.document.kind, None, [], alias=True))
         else:
-            drafts = _chunk(attachment.document, embedder, settings)
+            drafts = _chunk(attachment.document, embedders, settings)
             if drafts:
                 documents.append(StagedDocument(attachment.name, attachment.sha256,
                                                 attachment.document.kind,
@@ -350,14 +380,15 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
     return Staged(name, sha, size, is_update, documents)
 
 
-def _chunk(document: Document, embedder: Embedder, settings: Settings) -> list[ChunkDraft]:
+def _chunk(document: Document, embedders: Embedders, settings: Settings) -> list[ChunkDraft]:
+    """Sized in the tokens of the embedder that reads the document (by its script)."""
+    embedder = embedders.for_document(" ".join(s.text[:2000] for s in document.sections[:20]))
     return chunk_sections(document.sections, embedder.count_tokens, settings.chunk_tokens,
                           settings.chunk_overlap,
                           count_many=getattr(embedder, "count_tokens_batch", None))
 
 
-def remove_paths(paths: Sequence[str], *, store: Store, state: IngestState,
-                 embedder: Embedder) -> list[str]:
+def remove_paths(paths: Sequence[str], *, store: Store, state: IngestState) -> list[str]:
     """Forget files (or folders of files) without touching the disk; no re-embedding."""
     stored = {d.file for d in store.documents()}
     wanted: list[str] = []
@@ -366,7 +397,7 @@ def remove_paths(paths: Sequence[str], *, store: Store, state: IngestState,
         wanted.extend(f for f in stored if f == resolved or f.startswith(resolved + os.sep))
     wanted = sorted(set(wanted))
     if wanted:
-        _commit(store, state, embedder, [], wanted)
+        _commit(store, state, [], wanted)
     return wanted
 
 
@@ -379,57 +410,132 @@ def _under_any(path: str, roots: Sequence[Path]) -> bool:
     return any(path.startswith(str(root) + os.sep) for root in roots)
 
 
-def _embed(pending: list[Staged], embedder: Embedder, bar: _Progress,
-           report: IngestReport) -> None:
-    """Vectors for every new chunk, in one encode call so the model batches by length."""
+def _embed(pending: list[Staged], embedders: Embedders, cross: bool, bar: _Progress,
+           report: IngestReport) -> bool:
+    """Vectors for every new chunk in each space it belongs to, one encode call per space
+    so the model batches by length. Returns `cross`, turned on by the first CJK chunk."""
     documents = [d for s in pending for d in s.documents if d.drafts]
     texts = [embedding_text(d) for doc in documents for d in doc.drafts]
     if not texts:
-        return
-    vectors = embedder.encode(texts)
+        return cross
+    cross = cross or (embedders.auto and any(is_cjk_text(t) for t in texts))
+    wanted = [embedders.spaces_of(t, cross) for t in texts]
+    per_space: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys(n for spaces in wanted for n in spaces):
+        rows = [i for i, spaces in enumerate(wanted) if name in spaces]
+        embedder = embedders.get(name)
+        vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+        vectors[rows] = embedder.encode([texts[i] for i in rows])
+        per_space[name] = vectors
     bar.chunks_done(len(texts))
     bar.tell()
     offset = 0
     for doc in documents:
-        doc.vectors = vectors[offset:offset + len(doc.drafts)]
+        doc.vectors = {name: v[offset:offset + len(doc.drafts)] for name, v in per_space.items()}
         offset += len(doc.drafts)
     object.__setattr__(report, "chunks_added", report.chunks_added + len(texts))
+    return cross
 
 
-def _commit_staged(staged: list[Staged], store: Store, state: IngestState, embedder: Embedder,
+def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: bool,
+              legacy: bool, bar: _Progress, commit_every_s: float) -> None:
+    """Vectors a space lacks: the multilingual ones of chunks stored before the first CJK
+    text arrived, and (once, for a base from before spaces) the MiniLM ones of Latin-script
+    chunks. Committed as it goes, so a crash keeps what was done and a re-run resumes."""
+    recorded = {name for name, _ in recorded_spaces(store)}
+    total = store.counts()[1]
+    if total == 0:
+        return
+    # A base from before spaces (`legacy`) had one embedder for all: MiniLM's vectors of
+    # CJK chunks (which it cannot read) go, and its CJK text makes it a cross-language base.
+    if legacy:
+        cjk = [c.chunk_id for c in store.iter_chunks()
+               if is_cjk_text(heading_and_text(c.heading, c.text))]
+        cross = cross or bool(cjk)
+        if LATIN_SPACE in state.indexes:
+            state.indexes[LATIN_SPACE].remove(cjk)
+    for name in (LATIN_SPACE, CROSS_SPACE):
+        index = state.indexes.get(name)
+        if name == LATIN_SPACE and name in recorded and not legacy:
+            continue  # every Latin-script chunk got its vector when it was ingested
+        if name == CROSS_SPACE and (not cross or (index is not None and len(index) >= total)):
+            continue
+        embedder = embedders.get(name)
+        held = set(index.ids().tolist()) if index is not None else set()
+        missing = [i for i in store.chunk_ids() if i not in held]
+        state.indexes.setdefault(name, VectorIndex(embedder.dim))
+        bar.chunks_planned(len(missing))
+        last_commit = time.monotonic()
+        for start in range(0, len(missing), BATCH_CHUNKS):
+            chunks = store.chunks_by_id(missing[start:start + BATCH_CHUNKS])
+            texts = {i: heading_and_text(c.heading, c.text) for i, c in chunks.items()}
+            ids = [i for i, t in texts.items() if name in embedders.spaces_of(t, cross)]
+            if ids:
+                state.indexes[name].add(ids, embedder.encode([texts[i] for i in ids]))
+            bar.chunks_done(len(chunks))
+            bar.tell()
+            if time.monotonic() - last_commit >= commit_every_s:
+                _commit(store, state, [], [])
+                last_commit = time.monotonic()
+        _commit(store, state, [], [])
+
+
+def _commit_staged(staged: list[Staged], store: Store, state: IngestState,
                    report: IngestReport, removals: Sequence[str] = ()) -> None:
-    _commit(store, state, embedder, staged, removals)
+    _commit(store, state, staged, removals)
     for item in staged:
         (report.updated if item.is_update else report.added).append(item.file)
 
 
-def _commit(store: Store, state: IngestState, embedder: Embedder,
-            staged: Sequence[Staged], removals: Sequence[str]) -> None:
-    """SQLite rows and a new FAISS generation, as one unit; on failure nothing changes."""
-    new_generation = state.generation + 1
-    new_path = generation_path(state.folder, new_generation)
-    old_path = generation_path(state.folder, state.generation)
+def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
+            removals: Sequence[str]) -> None:
+    """SQLite rows and a new FAISS generation (one file per vector space), as one unit;
+    on failure nothing changes."""
+    old_generation, new_generation = state.generation, state.generation + 1
+    written: list[Path] = []
     try:
         with store.transaction() as session:
             for item in staged:
-                state.index.remove(store.remove_file(session, item.file))
+                state.remove(store.remove_file(session, item.file))
                 for doc in item.documents:
                     _put(store, session, state, item, doc)
             for file in removals:
-                state.index.remove(store.remove_file(session, file))
+                state.remove(store.remove_file(session, file))
+            first, first_index = next(iter(state.indexes.items()))
             store.set_meta(session, "index_generation", str(new_generation))
-            store.set_meta(session, "embedder", embedder.name)
-            store.set_meta(session, "embedding_dim", str(embedder.dim))
-            state.index = state.index.reshaped(state.ann_threshold)
-            state.index.save(new_path)
+            store.set_meta(session, "embedder", first)
+            store.set_meta(session, "embedding_dim", str(first_index.dim))
+            store.set_meta(session, "vector_spaces", json.dumps(
+                [[name, index.dim] for name, index in state.indexes.items()]))
+            for position, name in enumerate(state.indexes):
+                state.indexes[name] = state.indexes[name].reshaped(state.ann_threshold)
+                written.append(generation_path(state.folder, new_generation, position))
+                state.indexes[name].save(written[-1])
     except BaseException:
-        new_path.unlink(missing_ok=True)
-        # The in-memory index took changes that were rolled back: go back to the file.
-        state.index = (VectorIndex.load(old_path) if old_path.exists()
-                       else VectorIndex(embedder.dim))
+        for path in written:
+            path.unlink(missing_ok=True)
+        # The in-memory indexes took changes that were rolled back: go back to the files.
+        state.indexes = load_spaces(state.folder, old_generation, state.indexes)
         raise
     state.generation = new_generation
-    old_path.unlink(missing_ok=True)
+    for position in range(len(state.indexes)):
+        generation_path(state.folder, old_generation, position).unlink(missing_ok=True)
+
+
+def load_spaces(folder: Path, generation: int, spaces: dict[str, VectorIndex] | list[
+        tuple[str, int]]) -> dict[str, VectorIndex]:
+    """The vector spaces of a committed generation; a space without a file there is new
+    since, and left out (generation 0 has no files: the first space, empty)."""
+    named = [(name, index.dim) for name, index in spaces.items()] \
+        if isinstance(spaces, dict) else list(spaces)
+    if generation == 0:
+        return {name: VectorIndex(dim) for name, dim in named[:1]}
+    loaded = {}
+    for position, (name, _) in enumerate(named):
+        path = generation_path(folder, generation, position)
+        if path.exists():
+            loaded[name] = VectorIndex.load(path)
+    return loaded
 
 
 def _put(store: Store, session: Session, state: IngestState, item: Staged,
@@ -445,4 +551,8 @@ def _put(store: Store, session: Session, state: IngestState, item: Staged,
     if doc.drafts:
         if doc.vectors is None:
             raise RuntimeError(f"{doc.path} reached commit without vectors")
-        state.index.add(ids, doc.vectors)
+        for name, vectors in doc.vectors.items():
+            held = vectors.any(axis=1)
+            if name not in state.indexes:
+                state.indexes[name] = VectorIndex(vectors.shape[1])
+            state.indexes[name].add(np.asarray(ids)[held], vectors[held])

@@ -218,18 +218,6 @@ class Store:
             rows = connection.execute(text(sql), params)
             return [(int(i), -float(s)) for i, s in rows]
 
-    def lexical_scores(self, match: str, chunk_ids: Sequence[int]) -> dict[int, float]:
-        """BM25 of these chunks for `match` (those that match nothing are left out): score
-        fusion needs both scores of every candidate, also of those only dense recall found."""
-        if not self.lexical or not match or not chunk_ids:
-            return {}
-        sql = ("SELECT rowid, bm25(chunk_terms) FROM chunk_terms WHERE chunk_terms MATCH "
-               ":match AND rowid IN (SELECT value FROM json_each(:ids))")
-        with self.engine.connect() as connection:
-            rows = connection.execute(text(sql), {"match": match,
-                                                  "ids": json.dumps(list(chunk_ids))})
-            return {int(i): -float(s) for i, s in rows}
-
     def term_chunk_counts(self, stems: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each (stemmed) term."""
         if not self.lexical or not stems:
@@ -240,6 +228,11 @@ class Store:
                      "(SELECT value FROM json_each(:terms))"),
                 {"terms": json.dumps(list(stems))})
             return {str(t): int(n) for t, n in rows}
+
+    def chunk_ids(self) -> list[int]:
+        """Every stored chunk id (the backfill of a vector space compares against these)."""
+        with self.engine.connect() as connection:
+            return [int(i) for (i,) in connection.execute(text("SELECT id FROM chunks"))]
 
     def chunk_ids_of(self, document_ids: Sequence[int]) -> list[int]:
         with self.engine.connect() as connection:

@@ -63,11 +63,14 @@ def recent_history(history: Sequence[Message], budget: int,
     return [message for pair in pairs for message in pair]
 
 
-def relevant_hits(hits: Sequence[Hit], floor: float) -> list[Hit]:
+def relevant_hits(hits: Sequence[Hit], floor: float | Callable[[Hit], float]) -> list[Hit]:
     """Hits close enough in meaning and holding enough of the question's rarer terms: the
     sum of the two separates questions the documents answer from those they don't better
-    than either alone (bench/answer.py's held-out calibration)."""
-    return [h for h in hits if h.similarity + h.coverage >= floor]
+    than either alone (bench/answer.py's held-out calibration). `floor`: one for all, or
+    per hit (each embedder's cosines have their own scale; a passage in another language
+    shares no terms with the question)."""
+    floor_of = floor if callable(floor) else (lambda _hit: floor)
+    return [h for h in hits if h.similarity + h.coverage >= floor_of(h)]
 
 
 def fit_prompt(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
@@ -174,7 +177,8 @@ def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
         return Answer(text=refusal_text(lang, near), grounded=False, question=question,
                       unsupported=list(unsupported), search_query=search_query)
 
-    relevant = relevant_hits(hits, settings.relevance_floor("") if floor is None else floor)
+    relevant = relevant_hits(hits, (lambda h: settings.relevance_floor(h.space, h.cross_language))
+                             if floor is None else floor)
     if not relevant:  # nothing relevant: no model call, no invented answer
         final = refuse([h.chunk for h in hits])
         yield final.text

@@ -82,6 +82,7 @@ _QUANTITY = re.compile(
     rf"(?:(?P<m7>\d{{1,2}}|[{_ZH_NUMERALS}]{{1,3}})月(?:(?P<d7>\d{{1,2}}|[{_ZH_NUMERALS}]{{1,3}})[日号])?)?)"
     rf"|(?P<zhmd>(?P<m8>\d{{1,2}}|[{_ZH_NUMERALS}]{{1,3}})月(?P<d8>\d{{1,2}}|[{_ZH_NUMERALS}]{{1,3}})[日号])"
     r"|(?P<time>(?P<h>\d{1,2}):(?P<mi>\d{2})(?!\d))"
+    rf"|(?P<zhmix>\d+[十百千万亿](?:\d+|[{_ZH_NUMERALS}])+)"  # 8千八百五十, 1万2千
     rf"|(?P<num>(?:{_NUM})(?:\s*(?P<scale>hundred|thousand|million|billion|trillion|[百千万亿]))?)"
     rf"|(?P<words>\b(?:{_NUMBER_WORD})(?:[\s-]+(?:and\s+)?(?:{_NUMBER_WORD}))*\b)"
     rf"|(?P<zh>[{_ZH_NUMERALS}]+)",
@@ -182,12 +183,15 @@ def stem(word: str) -> str:
 
 def _zh_number(text: str) -> float:
     """Example: _zh_number("三十五") == 35; _zh_number("一九六八") == 1968;
-    _zh_number("三亿五千万") == 3.5e8"""
+    _zh_number("三亿五千万") == 3.5e8; _zh_number("8千八百五十") == 8850"""
     if len(text) > 1 and all(ch in _ZH_DIGITS for ch in text):  # a year read digit by digit
         return float("".join(str(_ZH_DIGIT_VALUES[ch]) for ch in text))
     total = section = number = 0.0
-    for ch in text:
-        if ch in _ZH_DIGIT_VALUES:
+    for piece in re.findall(r"\d+|.", text):
+        ch = piece
+        if piece.isdigit():
+            number = float(piece)
+        elif ch in _ZH_DIGIT_VALUES:
             number = _ZH_DIGIT_VALUES[ch]
         elif ch in "十百千":
             section += (number or 1) * {"十": 10, "百": 100, "千": 1000}[ch]
@@ -264,6 +268,8 @@ def _quantity(match: re.Match[str], text: str) -> Quantity | None:
         number = float(re.sub(r"[^\d.]", "", re.match(_NUM, g["num"]).group()))  # type: ignore[union-attr]
         scale = (g["scale"] or "").lower()
         return Quantity(value=number * _SCALES.get(scale, 1.0))
+    if g["zhmix"]:
+        return Quantity(value=_zh_number(g["zhmix"]))
     if g["words"]:
         words = g["words"].lower()
         if words in ("one", "no one") or words in _SCALES:  # "one of", "hundreds"

@@ -26,15 +26,18 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K,
 
 
 def convex_fusion(lexical: Mapping[int, float], dense: Mapping[int, float],
-                  lexical_share: float) -> list[tuple[int, float]]:
+                  lexical_share: float | Mapping[int, float]) -> list[tuple[int, float]]:
     """Example: convex_fusion({1: 8.0, 2: 2.0}, {1: 0.2, 2: 0.6}, 0.5)[0][0] == 1.
     Each candidate scores `lexical_share` x its BM25 over the best BM25 of the query, plus
     the rest x its cosine; `dense` holds every candidate, `lexical` those BM25 matched.
+    The share is one for all, or per candidate (the share of the space its cosine is from).
     Unlike RRF this keeps how far apart the scores are, so a decisive BM25 match (a rare
     name) is not outvoted by a weak embedder's first place (bench-retrieval --calibrate)."""
     top = max(lexical.values(), default=0.0)
-    scores = {item: (1 - lexical_share) * cosine
-              + (lexical_share * lexical.get(item, 0.0) / top if top > 0 else 0.0)
+    shares = lexical_share if isinstance(lexical_share, Mapping) else \
+        dict.fromkeys(dense, lexical_share)
+    scores = {item: (1 - shares[item]) * cosine
+              + (shares[item] * lexical.get(item, 0.0) / top if top > 0 else 0.0)
               for item, cosine in dense.items()}
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 

@@ -108,6 +108,7 @@ def test_a_synonym_passes_when_the_embedder_finds_it_close() -> None:
     ("1,200", "1200"), ("26 June 1968", "1968-06-26"), ("June 26, 1968", "26 June 1968"),
     ("1968年6月26日", "June 26, 1968"), ("two million", "2,000,000"), ("3万", "30000"),
     ("三十五", "35"), ("一九六八年", "1968"), ("twenty-five", "25"), ("16:40", "16:40"),
+    ("8千八百五十", "八千八百五十"), ("1万2千", "12000"),
 ])
 def test_numbers_and_dates_compare_as_values(written: str, same_as: str) -> None:
     mine = [t.quantity for t in claim_tokens(written) if t.quantity]

@@ -36,7 +36,7 @@ class FixedEmbedder:
 
 def staged(path: str, texts: list[str], content: str | None = None) -> Staged:
     drafts = [ChunkDraft(text=t, ordinal=i) for i, t in enumerate(texts)]
-    vectors = FixedEmbedder().encode(texts)
+    vectors = {"fixed": FixedEmbedder().encode(texts)}
     sha = content or f"sha-{path}-{len(texts)}"
     return Staged(path, sha, 10, False,
                   [StagedDocument(path, sha, "txt", None, drafts, vectors=vectors)])
@@ -51,14 +51,15 @@ def copy_of(path: str, content: str) -> Staged:
 @pytest.fixture
 def setup(tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path / 'kb.sqlite'}")
-    state = IngestState(index=VectorIndex(8), generation=0, folder=tmp_path / "vectors")
+    state = IngestState(indexes={"fixed": VectorIndex(8)}, generation=0,
+                        folder=tmp_path / "vectors")
     yield store, state, tmp_path
     store.close()
 
 
 def test_ids_are_shared_by_rows_and_vectors(setup) -> None:
     store, state, _ = setup
-    _commit(store, state, FixedEmbedder(), [staged("/a.txt", ["one", "two"])], [])
+    _commit(store, state, [staged("/a.txt", ["one", "two"])], [])
     chunks = store.chunks_by_id(range(1, 10))
     assert sorted(chunks) == [1, 2] and len(state.index) == 2
     assert {c.text for c in chunks.values()} == {"one", "two"}
@@ -68,12 +69,10 @@ def test_ids_are_shared_by_rows_and_vectors(setup) -> None:
 
 def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
     store, state, _ = setup
-    embedder = FixedEmbedder()
-    _commit(store, state, embedder, [staged("/a.txt", ["one", "two"]),
-                                     staged("/b.txt", ["three"])], [])
-    _commit(store, state, embedder, [staged("/a.txt", ["uno"])], [])  # a.txt changed
+    _commit(store, state, [staged("/a.txt", ["one", "two"]), staged("/b.txt", ["three"])], [])
+    _commit(store, state, [staged("/a.txt", ["uno"])], [])  # a.txt changed
     assert len(state.index) == 2
-    _commit(store, state, embedder, [], ["/b.txt"])
+    _commit(store, state, [], ["/b.txt"])
     assert len(state.index) == 1 and store.counts() == (1, 1)
     # ids are never reused, so an old vector can never point at a new chunk
     assert list(store.chunks_by_id(range(1, 10))) == [4]
@@ -83,20 +82,19 @@ def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
 
 def test_failed_commit_changes_nothing(setup, monkeypatch: pytest.MonkeyPatch) -> None:
     store, state, _ = setup
-    embedder = FixedEmbedder()
-    _commit(store, state, embedder, [staged("/a.txt", ["one"])], [])
+    _commit(store, state, [staged("/a.txt", ["one"])], [])
 
     def crash(self, path):  # the disk fills up while the new vectors are written
         raise OSError("disk full")
 
     monkeypatch.setattr(VectorIndex, "save", crash)
     with pytest.raises(OSError):
-        _commit(store, state, embedder, [staged("/b.txt", ["two", "three"])], [])
+        _commit(store, state, [staged("/b.txt", ["two", "three"])], [])
     assert store.counts() == (1, 1)
     assert store.get_meta("index_generation") == "1"
     assert len(state.index) == 1 and state.generation == 1
     assert VectorIndex.load(generation_path(state.folder, 1)).search(
-        embedder.encode(["one"])[0], 1)[0][0] == 1
+        FixedEmbedder().encode(["one"])[0], 1)[0][0] == 1
 
 
 def test_stale_generations_are_found(tmp_path: Path) -> None:
@@ -120,24 +118,22 @@ def test_index_save_load_roundtrip(tmp_path: Path) -> None:
 
 def test_identical_copies_share_chunks_and_survive_either_deletion(setup) -> None:
     store, state, _ = setup
-    embedder = FixedEmbedder()
-    _commit(store, state, embedder, [staged("/a.txt", ["one", "two"], "same")], [])
-    _commit(store, state, embedder, [copy_of("/copy/a.txt", "same")], [])
+    _commit(store, state, [staged("/a.txt", ["one", "two"], "same")], [])
+    _commit(store, state, [copy_of("/copy/a.txt", "same")], [])
     assert store.counts() == (2, 2) and len(state.index) == 2  # stored once
-    _commit(store, state, embedder, [], ["/a.txt"])  # the original goes: the copy inherits
+    _commit(store, state, [], ["/a.txt"])  # the original goes: the copy inherits
     assert store.counts() == (1, 2) and len(state.index) == 2
     chunks = store.chunks_by_id(range(1, 10))
     assert {c.source for c in chunks.values()} == {"/copy/a.txt"}
-    _commit(store, state, embedder, [], ["/copy/a.txt"])
+    _commit(store, state, [], ["/copy/a.txt"])
     assert store.counts() == (0, 0) and len(state.index) == 0
 
 
 def test_changing_the_original_keeps_the_copy_on_the_old_text(setup) -> None:
     store, state, _ = setup
-    embedder = FixedEmbedder()
-    _commit(store, state, embedder, [staged("/a.txt", ["old text"], "v1"),
+    _commit(store, state, [staged("/a.txt", ["old text"], "v1"),
                                      copy_of("/b.txt", "v1")], [])
-    _commit(store, state, embedder, [staged("/a.txt", ["new text"], "v2")], [])
+    _commit(store, state, [staged("/a.txt", ["new text"], "v2")], [])
     by_source = {c.source: c.text for c in store.chunks_by_id(range(1, 10)).values()}
     assert by_source == {"/a.txt": "new text", "/b.txt": "old text"}
     assert len(state.index) == 2
