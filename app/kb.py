@@ -74,7 +74,8 @@ class KnowledgeBase:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             spec = self.settings.embedder
-            if spec == AUTO_EMBEDDER:
+            recorded = [name for name, _ in recorded_spaces(self.store)]
+            if spec == AUTO_EMBEDDER or (len(recorded) > 1 and spec in recorded):
                 spec = self.store.get_meta("embedder") or DEFAULT_EMBEDDER
             self._embedder = self._make_embedder(spec)
         return self._embedder
@@ -94,8 +95,15 @@ class KnowledgeBase:
 
     @property
     def auto_spaces(self) -> bool:
-        """Automatic embedder: chunks spread over a MiniLM and a multilingual space."""
-        return not self._embedder_given and self.settings.embedder == AUTO_EMBEDDER
+        """Chunks spread over a MiniLM and a multilingual space: with the automatic embedder,
+        or a base that already has both (an explicit setting naming one of them must not
+        leave the other stale). A base built with another embedder keeps its one space."""
+        if self._embedder_given:
+            return False
+        recorded = {name for name, _ in recorded_spaces(self.store)}
+        if not recorded <= {LATIN_SPACE, CROSS_SPACE}:
+            return False
+        return self.settings.embedder == AUTO_EMBEDDER or len(recorded) > 1
 
     def embedders(self) -> Embedders:
         return Embedders(self.embedder, self.embedder_named if self.auto_spaces else None,
@@ -125,6 +133,7 @@ class KnowledgeBase:
         log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
                  "set KBQA_EMBEDDER to choose yourself)", choice)
         self._embedder = self._make_embedder(choice)
+        self._indexes = None  # an empty base's first space is named after the choice
 
     @property
     def conversations(self) -> Conversations:
@@ -180,7 +189,7 @@ class KnowledgeBase:
         """The committed vector spaces by embedder name; reloaded when another process
         committed a newer generation."""
         generation = self._current_generation()
-        if self._indexes is None or generation != self._generation:
+        if self._indexes is None or generation != self._generation or generation == 0:
             for _ in range(3):  # a writer may replace the files while we read them
                 spaces = recorded_spaces(self.store) or [(self.embedder.name,
                                                           self.embedder.dim)]
@@ -322,7 +331,8 @@ class KnowledgeBase:
         if self.vectors_dir.is_dir():
             on_disk.extend(self.vectors_dir.iterdir())
         size = sum(p.stat().st_size for p in on_disk if p.is_file())
-        held = [name for name, index in self.indexes().items() if len(index)]
+        # From the metadata: no model loaded, no vector file read.
+        held = [name for name, _, count in recorded_spaces(self.store, counts=True) if count]
         return KbStats(documents=documents, chunks=chunks,
                        embedder=" + ".join(held) or self.store.get_meta("embedder")
                        or self.settings.embedder,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import numpy as np
 from kbqa.domain import ChunkDraft, Document, Failure, IngestProgress, IngestReport
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 
 BATCH_CHUNKS = 1024  # per encode call: the model sorts a batch by length, less padding
 BATCH_FILES = 256
+SPACES_CHECKED = "spaces_checked"  # meta: every chunk's spaces were checked once (_backfill)
 
 
 @dataclass
@@ -176,13 +178,25 @@ def check_embedder(store: Store, embedder: Embedder) -> None:
         )
 
 
-def recorded_spaces(store: Store) -> list[tuple[str, int]]:
-    """The committed vector spaces (embedder name, dimension), in file order."""
+@overload
+def recorded_spaces(store: Store) -> list[tuple[str, int]]: ...
+
+
+@overload
+def recorded_spaces(store: Store, counts: Literal[True]) -> list[tuple[str, int, int]]: ...
+
+
+def recorded_spaces(store: Store, counts: bool = False) -> list[Any]:
+    """The committed vector spaces (embedder name, dimension[, vectors]), in file order."""
     raw = store.get_meta("vector_spaces")
     if raw:
-        return [(str(name), int(dim)) for name, dim in json.loads(raw)]
-    built_with = store.get_meta("embedder")  # a knowledge base from before spaces
-    return [(built_with, int(store.get_meta("embedding_dim") or 0))] if built_with else []
+        rows = [(str(row[0]), int(row[1]), int(row[2]) if len(row) > 2 else -1)
+                for row in json.loads(raw)]
+    else:
+        built_with = store.get_meta("embedder")  # a knowledge base from before spaces
+        rows = [(built_with, int(store.get_meta("embedding_dim") or 0), -1)] \
+            if built_with else []
+    return rows if counts else [(name, dim) for name, dim, _ in rows]
 
 
 def embedding_text(draft: ChunkDraft) -> str:
@@ -228,7 +242,6 @@ def ingest_paths(
     limit = settings.max_file_mb * 2**20
     cross = embedders.always_cross or (CROSS_SPACE in state.indexes
                                        and len(state.indexes[CROSS_SPACE]) > 0)
-    legacy = bool(known_files) and store.get_meta("vector_spaces") is None
 
     def stage(path: Path) -> Staged | None:
         """Hash, load and chunk one file; None when unchanged or failed (recorded)."""
@@ -291,7 +304,7 @@ def ingest_paths(
             _commit_staged(embedded, store, state, report, removals=gone)
             report.removed.extend(gone)
         if embedders.auto:
-            _backfill(store, state, embedders, cross, legacy, bar, settings.commit_every_s)
+            _backfill(store, state, embedders, cross, bar, settings.commit_every_s)
         bar.tell()
     finally:
         bar.close()
@@ -438,17 +451,18 @@ def _embed(pending: list[Staged], embedders: Embedders, cross: bool, bar: _Progr
 
 
 def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: bool,
-              legacy: bool, bar: _Progress, commit_every_s: float) -> None:
+              bar: _Progress, commit_every_s: float) -> None:
     """Vectors a space lacks: the multilingual ones of chunks stored before the first CJK
-    text arrived, and (once, for a base from before spaces) the MiniLM ones of Latin-script
-    chunks. Committed as it goes, so a crash keeps what was done and a re-run resumes."""
-    recorded = {name for name, _ in recorded_spaces(store)}
+    text arrived, and (once per base: a base from before spaces, or a first ingest) the
+    MiniLM ones of Latin-script chunks. Committed as it goes, so a crash keeps what was done;
+    the once-per-base check is marked done only by the last commit, so a re-run resumes."""
     total = store.counts()[1]
     if total == 0:
         return
-    # A base from before spaces (`legacy`) had one embedder for all: MiniLM's vectors of
-    # CJK chunks (which it cannot read) go, and its CJK text makes it a cross-language base.
-    if legacy:
+    checked = store.get_meta(SPACES_CHECKED) == "1"
+    if not checked:
+        # A base from before spaces had one embedder for all: MiniLM's vectors of CJK
+        # chunks (which it cannot read) go, and its CJK text makes it a cross-language base.
         cjk = [c.chunk_id for c in store.iter_chunks()
                if is_cjk_text(heading_and_text(c.heading, c.text))]
         cross = cross or bool(cjk)
@@ -456,7 +470,7 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
             state.indexes[LATIN_SPACE].remove(cjk)
     for name in (LATIN_SPACE, CROSS_SPACE):
         index = state.indexes.get(name)
-        if name == LATIN_SPACE and name in recorded and not legacy:
+        if name == LATIN_SPACE and checked:
             continue  # every Latin-script chunk got its vector when it was ingested
         if name == CROSS_SPACE and (not cross or (index is not None and len(index) >= total)):
             continue
@@ -478,6 +492,8 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
                 _commit(store, state, [], [])
                 last_commit = time.monotonic()
         _commit(store, state, [], [])
+    if not checked:
+        _commit(store, state, [], [], meta={SPACES_CHECKED: "1"})
 
 
 def _commit_staged(staged: list[Staged], store: Store, state: IngestState,
@@ -488,11 +504,13 @@ def _commit_staged(staged: list[Staged], store: Store, state: IngestState,
 
 
 def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
-            removals: Sequence[str]) -> None:
+            removals: Sequence[str], meta: dict[str, str] | None = None) -> None:
     """SQLite rows and a new FAISS generation (one file per vector space), as one unit;
     on failure nothing changes."""
     old_generation, new_generation = state.generation, state.generation + 1
     written: list[Path] = []
+    for orphan in stale_generation_files(state.folder, keep=old_generation):
+        orphan.unlink(missing_ok=True)  # left by a writer killed before its commit
     try:
         with store.transaction() as session:
             for item in staged:
@@ -505,12 +523,14 @@ def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
             store.set_meta(session, "index_generation", str(new_generation))
             store.set_meta(session, "embedder", first)
             store.set_meta(session, "embedding_dim", str(first_index.dim))
-            store.set_meta(session, "vector_spaces", json.dumps(
-                [[name, index.dim] for name, index in state.indexes.items()]))
+            for key, value in (meta or {}).items():
+                store.set_meta(session, key, value)
             for position, name in enumerate(state.indexes):
                 state.indexes[name] = state.indexes[name].reshaped(state.ann_threshold)
                 written.append(generation_path(state.folder, new_generation, position))
                 state.indexes[name].save(written[-1])
+            store.set_meta(session, "vector_spaces", json.dumps(
+                [[name, index.dim, len(index)] for name, index in state.indexes.items()]))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)

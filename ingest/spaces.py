@@ -12,6 +12,7 @@ order files arrive in: a base that turns mixed has its earlier chunks embedded b
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -65,17 +66,19 @@ class Embedders:
         self._load = load
         self.always_cross = always_cross and load is not None  # multilingual for all
         self._loaded = {primary.name: primary}
+        self._lock = threading.Lock()  # the staging thread and the main one both load
 
     @property
     def auto(self) -> bool:
         return self._load is not None
 
     def get(self, name: str) -> Embedder:
-        if name not in self._loaded:
-            if self._load is None:
-                raise KeyError(f"no embedder {name!r} in a single-embedder knowledge base")
-            self._loaded[name] = self._load(name)
-        return self._loaded[name]
+        with self._lock:
+            if name not in self._loaded:
+                if self._load is None:
+                    raise KeyError(f"no embedder {name!r} in a single-embedder knowledge base")
+                self._loaded[name] = self._load(name)
+            return self._loaded[name]
 
     def spaces_of(self, text: str, cross: bool) -> tuple[str, ...]:
         return auto_spaces(text, cross) if self.auto else (self.primary.name,)

@@ -213,7 +213,7 @@ class Store:
             sql += (" AND rowid IN (SELECT id FROM chunks WHERE document_id IN "
                     "(SELECT value FROM json_each(:ids)))")
             params["ids"] = json.dumps(list(document_ids))
-        sql += " ORDER BY s LIMIT :limit"
+        sql += " ORDER BY s, rowid LIMIT :limit"
         with self.engine.connect() as connection:
             rows = connection.execute(text(sql), params)
             return [(int(i), -float(s)) for i, s in rows]

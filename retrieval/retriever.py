@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from kbqa.domain import Hit
 from kbqa.errors import SettingError
+from kbqa.ingest.embed import MULTILINGUAL_NAMES
 from kbqa.ingest.spaces import LATIN_SPACE, Space, is_cjk_text, preference
 from kbqa.ingest.store import Store
 from kbqa.retrieval.dense import dense_search
@@ -276,7 +277,8 @@ class Retriever:
         return [replace(h, similarity=scored[h.chunk.chunk_id][1],
                         space=scored[h.chunk.chunk_id][0],
                         coverage=coverage(terms, present[h.chunk.chunk_id], weights),
-                        cross_language=is_cjk_text(h.chunk.text) != chinese)
+                        cross_language=scored[h.chunk.chunk_id][0] in MULTILINGUAL_NAMES
+                        and is_cjk_text(h.chunk.text) != chinese)
                 for h in hits]
 
 

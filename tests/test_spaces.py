@@ -130,10 +130,11 @@ def test_a_mixed_folder_answers_each_language_from_the_right_file(
         kb.close()
 
 
-def test_a_base_from_before_spaces_is_upgraded_by_its_next_ingest(tmp_path: Path) -> None:
+def test_a_base_from_before_spaces_is_upgraded_by_its_next_ingest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A base built with one embedder for everything (as kbqa did before) gets its missing
-    vectors on the next ingest, no rebuild asked."""
-    from kbqa.ingest.embed import make_embedder
+    vectors on the next ingest, no rebuild asked, even when that ingest is cut short."""
+    from kbqa.ingest.embed import UniversalSentenceEncoder, make_embedder
 
     docs = _write(tmp_path / "docs", ENGLISH | CHINESE)
     settings = from_env(home=tmp_path / "kb", model=str(SMALL_MODEL))
@@ -144,6 +145,15 @@ def test_a_base_from_before_spaces_is_upgraded_by_its_next_ingest(tmp_path: Path
     with old.store.engine.begin() as connection:  # as an old release left it
         connection.execute(text("DELETE FROM meta WHERE key = 'vector_spaces'"))
     old.close()
+    def killed(self, texts):
+        raise KeyboardInterrupt  # the upgrade stops after its first commit
+
+    monkeypatch.setattr(UniversalSentenceEncoder, "encode", killed)
+    interrupted = _auto_kb(tmp_path / "kb")
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.ingest(docs)
+    interrupted.close()
+    monkeypatch.undo()
     kb = _auto_kb(tmp_path / "kb")
     try:
         kb.ingest(docs)  # nothing changed on disk: only the vectors are completed
@@ -209,3 +219,28 @@ def test_an_english_folder_gets_multilingual_vectors_only_when_asked(tmp_path: P
                 assert _names(kb, "图书馆每张卡可以借几本书？")[0] == "library.txt"
         finally:
             kb.close()
+
+
+def test_a_look_at_an_empty_base_does_not_fix_its_first_space(tmp_path: Path) -> None:
+    """The Library page shows the stats before the first upload; a Chinese first upload
+    must still name the multilingual space first, and the next upload must work."""
+    kb = _auto_kb(tmp_path / "kb")
+    try:
+        assert kb.stats().chunks == 0
+        kb.ingest(_write(tmp_path / "zh", CHINESE))
+        kb.ingest(_write(tmp_path / "more", {"huangshan.txt": "黄山位于安徽省南部，以奇松、"
+                                             "怪石、云海、温泉闻名。"}))
+        assert kb.store.get_meta("embedder") == CROSS_SPACE
+        assert _names(kb, "黄山以什么闻名？")[0] == "huangshan.txt"
+    finally:
+        kb.close()
+
+
+def test_one_embedder_for_everything_keeps_its_own_floors(make_kb, tmp_path: Path) -> None:
+    """With one MiniLM space a Chinese question's hits are not judged as cross-language
+    passages (that floor is the multilingual model's)."""
+    kb = make_kb()
+    kb.ingest(_write(tmp_path / "en", ENGLISH))
+    hits = kb.search("图书馆每张卡可以借几本书？", k=3)
+    assert hits and not any(h.cross_language for h in hits)
+    assert {h.space for h in hits} == {LATIN_SPACE}

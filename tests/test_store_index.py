@@ -97,6 +97,36 @@ def test_failed_commit_changes_nothing(setup, monkeypatch: pytest.MonkeyPatch) -
         FixedEmbedder().encode(["one"])[0], 1)[0][0] == 1
 
 
+def test_a_second_space_commits_with_the_first_and_rolls_back_with_it(
+        setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, state, _ = setup
+    _commit(store, state, [staged("/a.txt", ["one"])], [])
+    two = staged("/b.txt", ["two"])
+    vectors = two.documents[0].vectors or {}
+    vectors["other"] = np.ones((1, 4), dtype=np.float32) / 2  # a new space, 4 dims
+    original = VectorIndex.save
+    saved: list[Path] = []
+
+    def crash_on_the_second_file(self, path):
+        saved.append(path)
+        if len(saved) == 2:
+            raise OSError("disk full")
+        original(self, path)
+
+    monkeypatch.setattr(VectorIndex, "save", crash_on_the_second_file)
+    with pytest.raises(OSError):
+        _commit(store, state, [two], [])
+    # Nothing of the failed commit stays: not its rows, its first file, or the new space.
+    assert store.counts() == (1, 1) and list(state.indexes) == ["fixed"]
+    assert not saved[0].exists() and len(state.index) == 1
+    monkeypatch.setattr(VectorIndex, "save", original)
+    _commit(store, state, [two], [])
+    assert {name: len(index) for name, index in state.indexes.items()} == \
+        {"fixed": 2, "other": 1}
+    assert generation_path(state.folder, 2, 1).is_file()
+    assert store.get_meta("vector_spaces") == '[["fixed", 8, 2], ["other", 4, 1]]'
+
+
 def test_stale_generations_are_found(tmp_path: Path) -> None:
     for gen in (1, 2, 3):
         generation_path(tmp_path, gen).write_bytes(b"x")
