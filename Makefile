@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser lint clean llama-wheel browser
+.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser screenshot lint clean llama-wheel browser
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -93,6 +93,9 @@ bench-answer: setup ## SQuAD/CMRC answers: EM, F1, citation precision, refusals,
 
 bench-faithfulness: setup ## right vs swapped/negated/re-numbered answer sentences: accepted and flagged shares
 	$(BIN)/python bench/faithfulness.py $(ARGS)
+
+screenshot: setup browser ## refresh the README's picture (docs/screenshot.png) from the browser test
+	KBQA_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py
 
 bench-browser: setup browser ## Enter to first visible token in Chromium against make run's server
 	$(BIN)/python bench/browser.py $(ARGS)
