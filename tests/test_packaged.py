@@ -46,3 +46,24 @@ def test_setup_assembled_the_packaged_models(key: str) -> None:
     assert path.stat().st_size == model.size
     with path.open("rb") as handle:
         assert handle.read(4) == b"GGUF"
+
+
+def test_the_pins_install_what_kbqa_was_tested_with() -> None:
+    """A user's `pip install` gets the llama-cpp-python whose internals kbqa reads and the
+    Makefile builds, and a Streamlit with the layout the chat uses."""
+    import re
+    from importlib.metadata import version
+
+    import tomllib
+    from conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0]: d for d in project["project"]["dependencies"]}
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    built = re.search(r"^LLAMA_VERSION := (\S+)", makefile, re.M)
+    assert built and pins["llama-cpp-python"] == f"llama-cpp-python=={built[1]}"
+    assert version("llama_cpp_python") == built[1]
+    floor = re.search(r"streamlit>=([\d.]+)", pins["streamlit"])
+    assert floor and "<" in pins["streamlit"]
+    installed = tuple(int(p) for p in version("streamlit").split(".")[:2])
+    assert installed >= tuple(int(p) for p in floor[1].split(".")[:2])
