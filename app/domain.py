@@ -184,9 +184,11 @@ class Failure:
         return iter((self.path, self.reason))
 
 
-@dataclass(frozen=True)
+@dataclass
 class IngestReport:
-    """The outcome of one ingest run; paths are as ingested."""
+    """The outcome of one ingest run; paths are as ingested. Not frozen: the run fills it in
+    as files are staged, embedded and committed (its lists grew in place even when it was
+    marked frozen), and hands it over when it ends."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)

@@ -415,7 +415,7 @@ def remove_paths(paths: Sequence[str], *, store: Store, state: IngestState) -> l
 
 
 def _finish(report: IngestReport, started: float) -> IngestReport:
-    object.__setattr__(report, "seconds", time.perf_counter() - started)
+    report.seconds = time.perf_counter() - started
     return report
 
 
@@ -446,7 +446,7 @@ def _embed(pending: list[Staged], embedders: Embedders, cross: bool, bar: _Progr
     for doc in documents:
         doc.vectors = {name: v[offset:offset + len(doc.drafts)] for name, v in per_space.items()}
         offset += len(doc.drafts)
-    object.__setattr__(report, "chunks_added", report.chunks_added + len(texts))
+    report.chunks_added += len(texts)
     return cross
 
 
