@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import threading
+import time
+from collections.abc import Callable
 
 from kbqa.errors import SettingError
 
@@ -24,6 +27,39 @@ def check_exposure(address: str, password: str) -> None:
         raise SettingError(
             f"serving on {address} would let anyone on the network read your documents: set "
             "an access password (KBQA_UI_PASSWORD=...) or serve on 127.0.0.1 (the default)")
+
+
+class LoginThrottle:
+    """Wrong passwords slow the login down, for every session of the server (a guesser opens
+    as many as it likes): after `free_tries` failures in a row, a try is accepted only
+    2, 4, 8 ... seconds (at most `max_wait_s`) after the last failure; a success resets."""
+
+    def __init__(self, free_tries: int = 3, max_wait_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free_tries = free_tries
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._failures = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def wait_s(self) -> float:
+        """Seconds before the next try is accepted (0: now)."""
+        with self._lock:
+            extra = self._failures - self.free_tries
+            if extra < 0:
+                return 0.0
+            delay = min(2.0 ** (extra + 1), self.max_wait_s)
+            return max(0.0, self._last + delay - self._clock())
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._last = self._clock()
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
 
 
 def password_ok(given: str, expected: str) -> bool:

@@ -7,10 +7,11 @@ Presentation only: every action goes through the public API (`KnowledgeBase`, `a
 from __future__ import annotations
 
 import logging
+import math
 
 import kbqa
 import streamlit as st
-from kbqa.access import is_loopback, password_ok
+from kbqa.access import LoginThrottle, is_loopback, password_ok
 from kbqa.errors import KbqaError
 from kbqa.settings import Settings, from_env, set_by_environment
 from kbqa.ui_chat import chat_page, conversation_list
@@ -34,6 +35,12 @@ def knowledge_base(signature: str) -> kbqa.KnowledgeBase:
     return kb
 
 
+@st.cache_resource
+def login_throttle() -> LoginThrottle:
+    """One per server process: wrong passwords from any session slow down every login."""
+    return LoginThrottle()
+
+
 def admitted(settings: Settings) -> bool:
     """The page opens for this machine; beyond it only with the access password."""
     # `kbqa serve` binds where it tells the page (KBQA_UI_ADDRESS); a bare `streamlit run`
@@ -54,9 +61,16 @@ def admitted(settings: Settings) -> bool:
     with st.form("login"):
         given = st.text_input("Access password", type="password")
         if st.form_submit_button("Open", type="primary"):
+            throttle = login_throttle()
+            wait = throttle.wait_s()
+            if wait > 0:
+                st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.")
+                return False
             if password_ok(given, settings.ui_password):
+                throttle.succeeded()
                 st.session_state.admitted = True
                 st.rerun()
+            throttle.failed()
             st.error("Wrong password. Ask whoever started kbqa (it is KBQA_UI_PASSWORD).")
     return False
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kbqa.access import check_exposure, is_loopback, password_ok
+from kbqa.access import LoginThrottle, check_exposure, is_loopback, password_ok
 from kbqa.errors import SettingError
 
 
@@ -31,6 +31,24 @@ def test_passwords_compare_exactly() -> None:
     assert password_ok("s3cret", "s3cret")
     assert not password_ok("s3cre", "s3cret")
     assert not password_ok("", "")  # no password set admits nobody through the form
+
+
+def test_wrong_passwords_slow_the_login_down() -> None:
+    now = [100.0]
+    throttle = LoginThrottle(free_tries=3, max_wait_s=10, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.wait_s() == 0
+        throttle.failed()
+    assert throttle.wait_s() == 2  # the fourth try waits 2 s after the third failure
+    now[0] += 2
+    assert throttle.wait_s() == 0
+    throttle.failed()
+    assert throttle.wait_s() == 4  # then 4, 8, ... up to the cap
+    for _ in range(5):
+        throttle.failed()
+    assert throttle.wait_s() == 10
+    throttle.succeeded()
+    assert throttle.wait_s() == 0
 
 
 def test_serve_refuses_an_open_address_without_a_password(tmp_path: Path) -> None:

@@ -192,6 +192,26 @@ def test_a_password_guards_the_page(app: AppTest, monkeypatch: pytest.MonkeyPatc
     assert "knowledge base is empty" in app.info[0].value
 
 
+def test_wrong_passwords_make_the_next_try_wait(app: AppTest,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbqa.ui import login_throttle
+
+    monkeypatch.setenv("KBQA_UI_PASSWORD", "s3cret")
+    login_throttle.clear()
+    try:
+        app.run()
+        for _ in range(3):
+            app.text_input[0].set_value("guess")
+            app.button[0].click().run()
+            assert "Wrong password" in app.error[0].value
+        app.text_input[0].set_value("s3cret")  # even the right one waits now
+        app.button[0].click().run()
+        assert "Too many wrong passwords: try again in" in app.error[0].value
+        assert not app.chat_input and not app.info
+    finally:
+        login_throttle.clear()
+
+
 def test_an_open_address_without_a_password_shows_no_documents(
         app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     import streamlit as st
