@@ -236,8 +236,12 @@ class KnowledgeBase:
                                 ann_threshold=self.settings.ann_threshold)
             try:
                 yield state
-            finally:
-                self._indexes, self._generation = state.indexes, state.generation
+            except BaseException:
+                # Commits made before the failure stand; what it changed in memory and did
+                # not commit (a backfill cut short) must not be searched: read the files.
+                self._indexes, self._generation = None, state.generation
+                raise
+            self._indexes, self._generation = state.indexes, state.generation
 
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                progress: bool = False, prune: bool = True,

@@ -460,40 +460,43 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
     if total == 0:
         return
     checked = store.get_meta(SPACES_CHECKED) == "1"
+    changed = False  # since the last commit
+    cjk: set[int] = set()
     if not checked:
         # A base from before spaces had one embedder for all: MiniLM's vectors of CJK
         # chunks (which it cannot read) go, and its CJK text makes it a cross-language base.
-        cjk = [c.chunk_id for c in store.iter_chunks()
-               if is_cjk_text(heading_and_text(c.heading, c.text))]
+        cjk = {c.chunk_id for c in store.iter_chunks()
+               if is_cjk_text(heading_and_text(c.heading, c.text))}
         cross = cross or bool(cjk)
-        if LATIN_SPACE in state.indexes:
-            state.indexes[LATIN_SPACE].remove(cjk)
+        if LATIN_SPACE in state.indexes and cjk:
+            changed = state.indexes[LATIN_SPACE].remove(sorted(cjk)) > 0
+    last_commit = time.monotonic()
     for name in (LATIN_SPACE, CROSS_SPACE):
         index = state.indexes.get(name)
         if name == LATIN_SPACE and checked:
             continue  # every Latin-script chunk got its vector when it was ingested
         if name == CROSS_SPACE and (not cross or (index is not None and len(index) >= total)):
             continue
-        embedder = embedders.get(name)
         held = set(index.ids().tolist()) if index is not None else set()
-        missing = [i for i in store.chunk_ids() if i not in held]
-        state.indexes.setdefault(name, VectorIndex(embedder.dim))
+        skip = cjk if name == LATIN_SPACE else set()  # the scan above read their script
+        missing = [i for i in store.chunk_ids() if i not in held and i not in skip]
         bar.chunks_planned(len(missing))
-        last_commit = time.monotonic()
         for start in range(0, len(missing), BATCH_CHUNKS):
             chunks = store.chunks_by_id(missing[start:start + BATCH_CHUNKS])
             texts = {i: heading_and_text(c.heading, c.text) for i, c in chunks.items()}
             ids = [i for i, t in texts.items() if name in embedders.spaces_of(t, cross)]
             if ids:
-                state.indexes[name].add(ids, embedder.encode([texts[i] for i in ids]))
+                embedder = embedders.get(name)  # loaded only when it has work
+                state.indexes.setdefault(name, VectorIndex(embedder.dim)).add(
+                    ids, embedder.encode([texts[i] for i in ids]))
+                changed = True
             bar.chunks_done(len(chunks))
             bar.tell()
-            if time.monotonic() - last_commit >= commit_every_s:
+            if changed and time.monotonic() - last_commit >= commit_every_s:
                 _commit(store, state, [], [])
-                last_commit = time.monotonic()
-        _commit(store, state, [], [])
-    if not checked:
-        _commit(store, state, [], [], meta={SPACES_CHECKED: "1"})
+                changed, last_commit = False, time.monotonic()
+    if changed or not checked:  # the check is marked done by the last commit only
+        _commit(store, state, [], [], meta=None if checked else {SPACES_CHECKED: "1"})
 
 
 def _commit_staged(staged: list[Staged], store: Store, state: IngestState,
@@ -535,23 +538,23 @@ def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
         for path in written:
             path.unlink(missing_ok=True)
         # The in-memory indexes took changes that were rolled back: go back to the files.
-        state.indexes = load_spaces(state.folder, old_generation, state.indexes)
+        state.indexes = load_spaces(state.folder, old_generation,
+                                    [(name, index.dim) for name, index in state.indexes.items()])
         raise
     state.generation = new_generation
     for position in range(len(state.indexes)):
         generation_path(state.folder, old_generation, position).unlink(missing_ok=True)
 
 
-def load_spaces(folder: Path, generation: int, spaces: dict[str, VectorIndex] | list[
-        tuple[str, int]]) -> dict[str, VectorIndex]:
-    """The vector spaces of a committed generation; a space without a file there is new
-    since, and left out (generation 0 has no files: the first space, empty)."""
-    named = [(name, index.dim) for name, index in spaces.items()] \
-        if isinstance(spaces, dict) else list(spaces)
+def load_spaces(folder: Path, generation: int, spaces: Sequence[tuple[str, int]]
+                ) -> dict[str, VectorIndex]:
+    """The vector spaces (name, dimension; in file order) of a committed generation; a
+    space without a file there is new since, and left out (generation 0 has no files: the
+    first space, empty)."""
     if generation == 0:
-        return {name: VectorIndex(dim) for name, dim in named[:1]}
+        return {name: VectorIndex(dim) for name, dim in spaces[:1]}
     loaded = {}
-    for position, (name, _) in enumerate(named):
+    for position, (name, _) in enumerate(spaces):
         path = generation_path(folder, generation, position)
         if path.exists():
             loaded[name] = VectorIndex.load(path)

@@ -63,14 +63,13 @@ def recent_history(history: Sequence[Message], budget: int,
     return [message for pair in pairs for message in pair]
 
 
-def relevant_hits(hits: Sequence[Hit], floor: float | Callable[[Hit], float]) -> list[Hit]:
+def relevant_hits(hits: Sequence[Hit], floor: Callable[[Hit], float]) -> list[Hit]:
     """Hits close enough in meaning and holding enough of the question's rarer terms: the
     sum of the two separates questions the documents answer from those they don't better
-    than either alone (bench/answer.py's held-out calibration). `floor`: one for all, or
-    per hit (each embedder's cosines have their own scale; a passage in another language
-    shares no terms with the question)."""
-    floor_of = floor if callable(floor) else (lambda _hit: floor)
-    return [h for h in hits if h.similarity + h.coverage >= floor_of(h)]
+    than either alone (bench/answer.py's held-out calibration). `floor` per hit: each
+    embedder's cosines have their own scale, and a passage in another language shares no
+    terms with the question."""
+    return [h for h in hits if h.similarity + h.coverage >= floor(h)]
 
 
 def fit_prompt(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
@@ -165,10 +164,9 @@ def keeps_question_terms(question: str, rewritten: str) -> bool:
 def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
                   settings: Settings, history: Sequence[Message] = (),
                   similarity: WordSimilarity | None = None, search_query: str = "",
-                  floor: float | None = None, reader: Reader | None = None
-                  ) -> Iterator[str | Answer]:
-    """Yield text pieces as the model writes them, then the checked Answer. `floor` is the
-    relevance below which no model is called (default: settings.relevance_floor); `reader`
+                  reader: Reader | None = None) -> Iterator[str | Answer]:
+    """Yield text pieces as the model writes them, then the checked Answer. No model is
+    called when no hit reaches its relevance floor (settings.relevance_floor); `reader`
     is the second reader for claims the rules cannot decide (None: they pass)."""
     lang = (detect_language(question) if settings.answer_language == "auto"
             else settings.answer_language)
@@ -177,8 +175,7 @@ def answer_stream(question: str, hits: Sequence[Hit], generator: Generator,
         return Answer(text=refusal_text(lang, near), grounded=False, question=question,
                       unsupported=list(unsupported), search_query=search_query)
 
-    relevant = relevant_hits(hits, (lambda h: settings.relevance_floor(h.space, h.cross_language))
-                             if floor is None else floor)
+    relevant = relevant_hits(hits, lambda h: settings.relevance_floor(h.space, h.cross_language))
     if not relevant:  # nothing relevant: no model call, no invented answer
         final = refuse([h.chunk for h in hits])
         yield final.text
@@ -224,6 +221,6 @@ def final_answer(stream: Iterable[str | Answer]) -> Answer:
 
 def answer(question: str, hits: Sequence[Hit], generator: Generator, settings: Settings,
            history: Sequence[Message] = (), similarity: WordSimilarity | None = None,
-           floor: float | None = None, reader: Reader | None = None) -> Answer:
+           reader: Reader | None = None) -> Answer:
     return final_answer(answer_stream(question, hits, generator, settings, history,
-                                      similarity, floor=floor, reader=reader))
+                                      similarity, reader=reader))

@@ -129,14 +129,18 @@ class _Scorer:
     def first_index(self) -> Any:
         return self._spaces[self.order[0]].index
 
-    def cross_language(self, ids: Sequence[int], language: str) -> frozenset[int]:
+    def cross_language(self, chosen: Mapping[int, str]) -> frozenset[int]:
         """The chunks in the other script than the query's, told by the MiniLM space (it
-        holds exactly the Latin-script chunks when there are two spaces)."""
+        holds exactly the Latin-script chunks when there are two spaces). `chosen`: the
+        space that scored each chunk; for a query MiniLM scores first, that says it."""
         latin = self._spaces.get(LATIN_SPACE)
-        if latin is None or len(self._spaces) < 2 or not ids:
+        if latin is None or len(self._spaces) < 2 or not chosen:
             return frozenset()
+        if self.order[0] == LATIN_SPACE:  # not scored by MiniLM: it does not hold the chunk
+            return frozenset(i for i, name in chosen.items() if name != LATIN_SPACE)
+        ids = list(chosen)
         held = latin.index.vectors(ids).any(axis=1)
-        return frozenset(i for i, h in zip(ids, held, strict=True) if bool(h) == (language == "zh"))
+        return frozenset(i for i, h in zip(ids, held, strict=True) if h)
 
 
 class Retriever:
@@ -228,10 +232,11 @@ class Retriever:
             scores = {i: scores[i] for i in dict.fromkeys([*(i for i, _ in lexical), *chosen])
                       if i in scores}
             chosen.update(scorer.score([i for i in scores if i not in chosen]))
+        spaces_of = {i: name for i, (name, _) in chosen.items()}
         candidates = Candidates(language, lexical, dense, scores,
-                                {i: c for i, (_, c) in chosen.items()},
-                                {i: name for i, (name, _) in chosen.items()},
-                                scorer.cross_language(list(chosen), language))
+                                {i: c for i, (_, c) in chosen.items()}, spaces_of,
+                                scorer.cross_language(spaces_of) if exact
+                                else frozenset())
         return terms, weights, candidates, scorer
 
     def fuse(self, candidates: Candidates, mode: str = "hybrid",

@@ -152,6 +152,9 @@ def test_a_base_from_before_spaces_is_upgraded_by_its_next_ingest(
     interrupted = _auto_kb(tmp_path / "kb")
     with pytest.raises(KeyboardInterrupt):
         interrupted.ingest(docs)
+    # Searches see what is committed, not the upgrade's uncommitted changes in memory.
+    assert {name: len(index) for name, index in interrupted.indexes().items()} == \
+        {LATIN_SPACE: len(ENGLISH | CHINESE)}
     interrupted.close()
     monkeypatch.undo()
     kb = _auto_kb(tmp_path / "kb")
