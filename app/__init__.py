@@ -12,7 +12,7 @@ from kbqa.privacy import go_offline
 go_offline()  # before any library that could phone home is imported
 
 import os  # noqa: E402
-from collections.abc import Iterator, Mapping, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from functools import lru_cache  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
@@ -63,15 +63,19 @@ def default_kb() -> KnowledgeBase:
 
 
 def ask(question: str, *, history: Sequence[Mapping[str, str]] | None = None,
-        kb: KnowledgeBase | None = None) -> Answer:
-    """Answer from the documents, with checked citations; grounded=False when they don't say."""
-    return (kb or default_kb()).ask(question, history=_messages(history))
+        kb: KnowledgeBase | None = None,
+        on_wait: Callable[[int], None] | None = None) -> Answer:
+    """Answer from the documents, with checked citations; grounded=False when they don't say.
+    The chat model answers one question at a time: `on_wait` hears the questions ahead."""
+    return (kb or default_kb()).ask(question, history=_messages(history), on_wait=on_wait)
 
 
 def ask_stream(question: str, *, history: Sequence[Mapping[str, str]] | None = None,
-               kb: KnowledgeBase | None = None) -> Iterator[str | Answer]:
+               kb: KnowledgeBase | None = None,
+               on_wait: Callable[[int], None] | None = None) -> Iterator[str | Answer]:
     """Yield text pieces as they are generated, then the final Answer."""
-    return (kb or default_kb()).ask_stream(question, history=_messages(history))
+    return (kb or default_kb()).ask_stream(question, history=_messages(history),
+                                           on_wait=on_wait)
 
 
 def search(query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,

@@ -6,7 +6,9 @@ import hmac
 import ipaddress
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from kbqa.errors import SettingError
 
@@ -66,3 +68,46 @@ def password_ok(given: str, expected: str) -> bool:
     """Constant-time comparison, so the check does not leak the password's prefix."""
     return bool(expected) and hmac.compare_digest(given.encode("utf-8"),
                                                    expected.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class DiskScope:
+    """What the browser may name on the server's disk. On this machine's own chat, any
+    folder and model file; once served beyond loopback (with the password), only the
+    uploads folder and the folders the server's owner listed (KBQA_INGEST_FOLDERS) to
+    ingest, and .gguf files in the models folder: whoever has the password must not turn
+    answers into a reader of the server's whole file system."""
+
+    exposed: bool
+    ingest_roots: tuple[Path, ...] = ()
+    models_dir: Path = Path()
+
+    @classmethod
+    def of(cls, address: str, uploads: Path, ingest_folders: Sequence[str],
+           models_dir: Path) -> DiskScope:
+        roots = (uploads, *(Path(f).expanduser() for f in ingest_folders))
+        return cls(not is_loopback(address), tuple(r.resolve() for r in roots),
+                   models_dir.expanduser().resolve())
+
+    def folder_problem(self, folder: Path) -> str:
+        """'' when the folder may be ingested, else why not and what to do."""
+        if not self.exposed or _inside(folder, self.ingest_roots):
+            return ""
+        listed = ", ".join(str(r) for r in self.ingest_roots)
+        return (f"{folder} is not open to ingest: this chat is served to the network, so it "
+                f"reads only from {listed}. Upload the files instead, or ask whoever runs "
+                "kbqa to add the folder to KBQA_INGEST_FOLDERS.")
+
+    def model_problem(self, model: Path) -> str:
+        """'' when the model file may be chosen here, else why not and what to do."""
+        if not self.exposed or _inside(model, (self.models_dir,)):
+            return ""
+        return (f"{model} is outside the models folder: this chat is served to the network, "
+                f"so it loads chat models only from {self.models_dir}. Copy the .gguf file "
+                "there on the server, or set KBQA_MODEL where kbqa is started.")
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    """Is `path`, with links and '..' resolved, one of `roots` or below one?"""
+    resolved = path.expanduser().resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)

@@ -33,3 +33,7 @@ class SettingError(KbqaError):
 
 class PromptTooLong(KbqaError):
     """A question that, with the instructions alone, does not fit the model's context."""
+
+
+class ModelBusy(KbqaError):
+    """Questions ahead held the chat model longer than the wait allowed."""

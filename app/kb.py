@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ from kbqa.retrieval.lexical import TermMatcher
 from kbqa.retrieval.rerank import CrossEncoderReranker
 from kbqa.retrieval.retriever import Reranker, RetrievalOptions, Retriever
 from kbqa.settings import AUTO_EMBEDDER, DEFAULT_EMBEDDER, Settings, from_env
+from kbqa.shared import SharedModels, WaitFn
 
 # Files read to name the first vector space at the first ingest (see `choose_embedder`);
 # with the automatic embedder every chunk still goes to the spaces its script needs.
@@ -49,11 +51,16 @@ log = logging.getLogger("kbqa")
 
 
 class KnowledgeBase:
-    """A knowledge base folder (KBQA_HOME) with its models; heavy parts load on first use."""
+    """A knowledge base folder (KBQA_HOME) with its models; heavy parts load on first use,
+    once, even when sessions ask together. Models come from `models`, which a server shares
+    between the knowledge bases it opens (one per settings)."""
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
-                 generator: Generator | None = None) -> None:
+                 generator: Generator | None = None,
+                 models: SharedModels | None = None) -> None:
         self.settings = settings
+        self.models = models or SharedModels()
+        self._parts = threading.RLock()  # guards the lazily built parts below
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         self.vectors_dir = self.home / "vectors"
@@ -72,26 +79,30 @@ class KnowledgeBase:
     # -- parts, built once ---------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            spec = self.settings.embedder
-            recorded = [name for name, _ in recorded_spaces(self.store)]
-            if spec == AUTO_EMBEDDER or (len(recorded) > 1 and spec in recorded):
-                spec = self.store.get_meta("embedder") or DEFAULT_EMBEDDER
-            self._embedder = self._make_embedder(spec)
-        return self._embedder
+        with self._parts:
+            if self._embedder is None:
+                spec = self.settings.embedder
+                recorded = [name for name, _ in recorded_spaces(self.store)]
+                if spec == AUTO_EMBEDDER or (len(recorded) > 1 and spec in recorded):
+                    spec = self.store.get_meta("embedder") or DEFAULT_EMBEDDER
+                self._embedder = self._make_embedder(spec)
+            return self._embedder
 
     def _make_embedder(self, spec: str) -> Embedder:
-        return make_embedder(spec, threads=self.settings.threads,
-                             backend=self.settings.embedder_backend,
-                             models_dir=self.settings.models_dir)
+        s = self.settings
+        return self.models.get(
+            ("embedder", spec, s.threads, s.embedder_backend, str(s.models_dir)),
+            lambda: make_embedder(spec, threads=s.threads, backend=s.embedder_backend,
+                                  models_dir=s.models_dir))
 
     def embedder_named(self, name: str) -> Embedder:
         """The embedder of a vector space (the automatic embedder's spaces load lazily)."""
-        if name == self.embedder.name:
-            return self.embedder
-        if name not in self._others:
-            self._others[name] = self._make_embedder(name)
-        return self._others[name]
+        with self._parts:
+            if name == self.embedder.name:
+                return self.embedder
+            if name not in self._others:
+                self._others[name] = self._make_embedder(name)
+            return self._others[name]
 
     @property
     def auto_spaces(self) -> bool:
@@ -128,39 +139,51 @@ class KnowledgeBase:
                 continue
             sample.extend(section.text[:4000] for section in document.sections[:20])
         choice = choose_embedder(sample)
-        if self._embedder is not None and self._embedder.name == choice:
-            return
-        log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
-                 "set KBQA_EMBEDDER to choose yourself)", choice)
-        self._embedder = self._make_embedder(choice)
-        self._indexes = None  # an empty base's first space is named after the choice
+        with self._parts:
+            if self._embedder is not None and self._embedder.name == choice:
+                return
+            log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
+                     "set KBQA_EMBEDDER to choose yourself)", choice)
+            self._embedder = self._make_embedder(choice)
+            self._indexes = None  # an empty base's first space is named after the choice
 
     @property
     def conversations(self) -> Conversations:
         """The chats kept with this knowledge base (same database)."""
-        if self._conversations is None:
-            self._conversations = Conversations(self.store.engine)
-        return self._conversations
+        with self._parts:
+            if self._conversations is None:
+                self._conversations = Conversations(self.store.engine)
+            return self._conversations
 
     @property
     def reranker(self) -> Reranker | None:
-        if self._reranker is None and self.settings.reranker:
-            self._reranker = CrossEncoderReranker(self.settings.reranker,
-                                                  threads=self.settings.threads)
-        return self._reranker
+        with self._parts:
+            s = self.settings
+            if self._reranker is None and s.reranker:
+                self._reranker = self.models.get(
+                    ("reranker", s.reranker, s.threads),
+                    lambda: CrossEncoderReranker(s.reranker, threads=s.threads))
+            return self._reranker
 
     @property
     def generator(self) -> Generator:
-        if self._generator is None:
-            s = self.settings
-            self._generator = LlamaCppGenerator(s.model_path, n_ctx=s.n_ctx, threads=s.threads,
-                                                n_gpu_layers=s.n_gpu_layers, seed=s.seed)
-        return self._generator
+        with self._parts:
+            if self._generator is None:
+                s = self.settings
+                self._generator = self.models.get(
+                    ("generator", str(s.model_path), s.n_ctx, s.threads, s.n_gpu_layers, s.seed),
+                    lambda: LlamaCppGenerator(s.model_path, n_ctx=s.n_ctx, threads=s.threads,
+                                              n_gpu_layers=s.n_gpu_layers, seed=s.seed))
+            return self._generator
 
     @property
     def similarity(self) -> WordSimilarity:
         """Word similarity by the embedder, for telling a synonym from a swapped fact; with
         the automatic spaces, by the one that reads the words' script."""
+        with self._parts:
+            return self._similarity or self._make_similarity()
+
+    def _make_similarity(self) -> WordSimilarity:
         if self._similarity is None:
             if not self.auto_spaces:
                 self._similarity = embedding_similarity(self.embedder.encode)
@@ -188,6 +211,10 @@ class KnowledgeBase:
     def indexes(self) -> dict[str, VectorIndex]:
         """The committed vector spaces by embedder name; reloaded when another process
         committed a newer generation."""
+        with self._parts:
+            return self._load_indexes()
+
+    def _load_indexes(self) -> dict[str, VectorIndex]:
         generation = self._current_generation()
         if self._indexes is None or generation != self._generation or generation == 0:
             for _ in range(3):  # a writer may replace the files while we read them
@@ -239,9 +266,11 @@ class KnowledgeBase:
             except BaseException:
                 # Commits made before the failure stand; what it changed in memory and did
                 # not commit (a backfill cut short) must not be searched: read the files.
-                self._indexes, self._generation = None, state.generation
+                with self._parts:
+                    self._indexes, self._generation = None, state.generation
                 raise
-            self._indexes, self._generation = state.indexes, state.generation
+            with self._parts:
+                self._indexes, self._generation = state.indexes, state.generation
 
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                progress: bool = False, prune: bool = True,
@@ -270,7 +299,8 @@ class KnowledgeBase:
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
             self.store.clear()  # conversations, in their own tables, stay
             shutil.rmtree(self.vectors_dir, ignore_errors=True)
-            self._indexes, self._generation = None, -1
+            with self._parts:
+                self._indexes, self._generation = None, -1
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,
                mode: str = "hybrid") -> list[Hit]:
@@ -291,20 +321,26 @@ class KnowledgeBase:
                          RetrievalOptions.from_settings(self.settings), self._matcher,
                          self.reranker)
 
-    def ask_stream(self, question: str, *, history: Sequence[Message] | None = None
-                   ) -> Iterator[str | Answer]:
+    def ask_stream(self, question: str, *, history: Sequence[Message] | None = None,
+                   on_wait: WaitFn | None = None) -> Iterator[str | Answer]:
         """Text pieces as the model writes them, then the final checked Answer. With a
-        history, the question is first rewritten to stand alone for the search."""
+        history, the question is first rewritten to stand alone for the search.
+
+        The chat model answers one question at a time (in every session and knowledge base
+        of this process that shares it): while others are ahead, `on_wait` hears how many,
+        then 0 when this question's turn begins."""
         if self.is_empty():
             raise IndexMissing(
                 f"the knowledge base at {self.home} has no documents yet: add some with "
                 "`make ingest DIR=path/to/docs` (or the upload box in the chat)"
             )
-        query = condense_question(question, history or (), self.generator,
-                                  self.settings.reads_twice)
-        hits = self.search(query, k=max(self.settings.top_k * 2, 8))
-        yield from answer_stream(question, hits, self.generator, self.settings, history or (),
-                                 self.similarity, search_query=query, reader=self.reader)
+        generator = self.generator
+        with self.models.line(generator).turn(on_wait, self.settings.queue_timeout_s):
+            query = condense_question(question, history or (), generator,
+                                      self.settings.reads_twice)
+            hits = self.search(query, k=max(self.settings.top_k * 2, 8))
+            yield from answer_stream(question, hits, generator, self.settings, history or (),
+                                     self.similarity, search_query=query, reader=self.reader)
 
     def warm_up(self) -> None:
         """Load the embedder, the vectors and the chat model, and evaluate the prompt's fixed
@@ -312,10 +348,13 @@ class KnowledgeBase:
         while it shows its loading spinner)."""
         for space in self.spaces():
             space.embedder.encode_queries(["warm-up"])
-        self.generator.warm(prefix(self.settings.reads_twice))
+        generator = self.generator
+        with self.models.line(generator).turn(timeout_s=self.settings.queue_timeout_s):
+            generator.warm(prefix(self.settings.reads_twice))
 
-    def ask(self, question: str, *, history: Sequence[Message] | None = None) -> Answer:
-        return final_answer(self.ask_stream(question, history=history))
+    def ask(self, question: str, *, history: Sequence[Message] | None = None,
+            on_wait: WaitFn | None = None) -> Answer:
+        return final_answer(self.ask_stream(question, history=history, on_wait=on_wait))
 
     # -- inspection ----------------------------------------------------------------------
     def is_empty(self) -> bool:
@@ -347,8 +386,10 @@ class KnowledgeBase:
 
 
 def open_kb(home: str | os.PathLike[str] | None = None, **settings: Any) -> KnowledgeBase:
-    """A knowledge base at `home` (default KBQA_HOME or data/); keyword settings override."""
+    """A knowledge base at `home` (default KBQA_HOME or data/); keyword settings override.
+    `models=` shares loaded models with other knowledge bases of the process."""
     embedder = settings.pop("embedder_impl", None)
     generator = settings.pop("generator", None)
+    models = settings.pop("models", None)
     resolved = from_env(home=Path(home) if home is not None else None, **settings)
-    return KnowledgeBase(resolved, embedder=embedder, generator=generator)
+    return KnowledgeBase(resolved, embedder=embedder, generator=generator, models=models)

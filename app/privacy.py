@@ -22,6 +22,9 @@ OFFLINE_ENV: dict[str, str] = {
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
     "STREAMLIT_SERVER_HEADLESS": "true",
     "TOKENIZERS_PARALLELISM": "false",
+    # onnxruntime (the int8 embedder) sends usage events to Microsoft from version 1.29 on
+    # Linux too; this is its documented off switch, read once at its start.
+    "ORT_DISABLE_TELEMETRY": "1",
 }
 
 
@@ -29,6 +32,6 @@ def go_offline() -> None:
     """Set the offline/telemetry switches of every library kbqa may load."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-    # A user cannot opt back into hub look-ups by accident: these two must hold.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # A user cannot opt back into hub look-ups or telemetry by accident: these must hold.
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ORT_DISABLE_TELEMETRY"):
+        os.environ[key] = OFFLINE_ENV[key]

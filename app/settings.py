@@ -135,6 +135,9 @@ class Settings:
     max_file_mb: int = 200
     database_url: str = ""
     lock_timeout_s: float = 600.0
+    # The chat model answers one question at a time; the others wait in line this long at
+    # most (the chat shows their place), then are told to ask again.
+    queue_timeout_s: float = 600.0
     # Ingest commits at most this often (each commit rewrites the vector file); a crash
     # loses at most this much work, and a re-run redoes it.
     commit_every_s: float = 20.0
@@ -145,6 +148,9 @@ class Settings:
     ui_address: str = "127.0.0.1"
     ui_password: str = ""
     max_upload_mb: int = 200
+    # Served beyond loopback, the chat ingests only its uploads folder and these folders
+    # (comma- or newline-separated in the variable), and loads models only from models_dir.
+    ingest_folders: tuple[str, ...] = ()
 
     def relevance_floor(self, embedder_name: str, cross_language: bool = False) -> float:
         """min_relevance if set, else the floor calibrated for this embedder (for a hit in
@@ -180,7 +186,7 @@ class Settings:
 _TYPES: dict[str, type] = {name: get_origin(hint) or hint
                            for name, hint in get_type_hints(Settings).items()}
 _POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens",
-             "fusion_depth", "rerank_depth", "max_upload_mb"}
+             "fusion_depth", "rerank_depth", "max_upload_mb", "queue_timeout_s"}
 _NON_NEGATIVE = {"dense_weight", "lexical_weight", "per_document", "ann_threshold",
                  "min_relevance"}
 

@@ -11,22 +11,31 @@ import math
 
 import kbqa
 import streamlit as st
-from kbqa.access import LoginThrottle, is_loopback, password_ok
+from kbqa.access import DiskScope, LoginThrottle, is_loopback, password_ok
 from kbqa.errors import KbqaError
 from kbqa.settings import Settings, from_env, set_by_environment
+from kbqa.shared import SharedModels
 from kbqa.ui_chat import chat_page, conversation_list
 from kbqa.ui_library import library_page
 from kbqa.ui_settings import settings_page
+from kbqa.uploads import UPLOADS_DIR
 
 PAGES = ("Chat", "Library", "Settings")
 log = logging.getLogger("kbqa")
 
 
-@st.cache_resource(max_entries=1, show_spinner="Loading the knowledge base and the models…",
-                   on_release=lambda kb: kb.close())
+@st.cache_resource
+def shared_models() -> SharedModels:
+    """One per server process: every knowledge base it opens uses the same loaded models."""
+    return SharedModels()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the knowledge base and the models…")
 def knowledge_base(signature: str) -> kbqa.KnowledgeBase:
-    """One knowledge base per settings (`signature`); a settings change builds a new one."""
-    kb = kbqa.open_kb()
+    """One knowledge base per settings (`signature`): a settings change opens a new one (with
+    the models that did not change), while sessions still answering on the old one finish
+    there; nothing closes it under them (it goes when the last of them lets go)."""
+    kb = kbqa.open_kb(models=shared_models())
     if not kb.is_empty():
         try:
             kb.warm_up()  # the first answer then starts as fast as the next
@@ -41,13 +50,17 @@ def login_throttle() -> LoginThrottle:
     return LoginThrottle()
 
 
-def admitted(settings: Settings) -> bool:
-    """The page opens for this machine; beyond it only with the access password."""
-    # `kbqa serve` binds where it tells the page (KBQA_UI_ADDRESS); a bare `streamlit run`
-    # without an address listens on every interface, so it counts as exposed.
+def served_address(settings: Settings) -> str:
+    """Where this server listens. `kbqa serve` binds where it tells the page
+    (KBQA_UI_ADDRESS); a bare `streamlit run` without an address listens on every
+    interface, so it counts as exposed."""
     bound = st.get_option("server.address")
     explicit = "ui_address" in set_by_environment()
-    address = str(bound or (settings.ui_address if explicit else "0.0.0.0"))
+    return str(bound or (settings.ui_address if explicit else "0.0.0.0"))
+
+
+def admitted(settings: Settings, address: str) -> bool:
+    """The page opens for this machine; beyond it only with the access password."""
     if not settings.ui_password:
         if is_loopback(address):
             return True
@@ -93,8 +106,11 @@ def main() -> None:
     except KbqaError as exc:
         st.error(str(exc))
         return
-    if not admitted(settings):
+    address = served_address(settings)
+    if not admitted(settings, address):
         return
+    scope = DiskScope.of(address, settings.home / UPLOADS_DIR, settings.ingest_folders,
+                         settings.models_dir)
     try:
         kb = knowledge_base(repr(settings))
     except Exception as exc:
@@ -106,9 +122,9 @@ def main() -> None:
                         label_visibility="collapsed")
     try:
         if page == "Library":
-            library_page(kb)
+            library_page(kb, scope)
         elif page == "Settings":
-            settings_page(kb)
+            settings_page(kb, scope)
         else:
             chat_page(kb)
         if page == "Chat":

@@ -73,12 +73,26 @@ def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
             st.code(answer_markdown(answer), language="markdown")
 
 
+def waiting_message(ahead: int) -> str:
+    """What a question waiting for the chat model shows (it answers one at a time)."""
+    others = "another question" if ahead == 1 else f"{ahead} other questions"
+    return (f"Waiting for {others} to finish (place {ahead + 1} in line); this answer starts "
+            "as soon as the model is free.")
+
+
 def stream_answer(kb: kbqa.KnowledgeBase, question: str, history: list[dict[str, str]]
                   ) -> Answer | None:
     placeholder = st.empty()
     text = ""
+
+    def waiting(ahead: int) -> None:
+        if ahead:
+            placeholder.info(waiting_message(ahead), icon=":material/hourglass_top:")
+        else:
+            placeholder.empty()
+
     try:
-        for item in kbqa.ask_stream(question, history=history, kb=kb):
+        for item in kbqa.ask_stream(question, history=history, kb=kb, on_wait=waiting):
             if isinstance(item, Answer):
                 placeholder.empty()
                 return item

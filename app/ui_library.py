@@ -8,6 +8,7 @@ from pathlib import Path
 
 import kbqa
 import streamlit as st
+from kbqa.access import DiskScope
 from kbqa.domain import IngestProgress, IngestReport
 from kbqa.errors import KbqaError
 from kbqa.ingest.loaders import supported_suffixes
@@ -100,7 +101,7 @@ def _delete_chosen(kb: kbqa.KnowledgeBase) -> None:
         "outside kbqa's uploads folder stay on your disk.")
 
 
-def library_page(kb: kbqa.KnowledgeBase) -> None:
+def library_page(kb: kbqa.KnowledgeBase, scope: DiskScope) -> None:
     st.title("Library")
     stats = kb.stats()
     left, middle, right = st.columns(3)
@@ -113,11 +114,16 @@ def library_page(kb: kbqa.KnowledgeBase) -> None:
     st.subheader("Add documents")
     upload_box(kb, "library-upload")
     with st.expander("Re-ingest a folder on this machine"):
+        if scope.exposed:
+            st.caption("Served to the network: only these folders can be ingested here: "
+                       + ", ".join(f"`{root}`" for root in scope.ingest_roots))
         folder = st.text_input("Folder", key="reingest-folder",
                                placeholder="/path/to/your/documents")
         if st.button("Ingest the folder", disabled=not folder):
             path = Path(folder).expanduser()
-            if not path.is_dir():
+            if problem := scope.folder_problem(path):
+                st.error(problem)
+            elif not path.is_dir():
                 st.error(f"{folder} is not a folder on this machine: check the path.")
             else:
                 show_report(ingest_with_progress(kb, [path]))

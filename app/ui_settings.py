@@ -8,6 +8,7 @@ from typing import Any
 
 import kbqa
 import streamlit as st
+from kbqa.access import DiskScope
 from kbqa.domain import IngestReport
 from kbqa.errors import EmbedderMismatch, KbqaError
 from kbqa.settings import (
@@ -44,11 +45,13 @@ def changed_values(kb: kbqa.KnowledgeBase, values: dict[str, Any]) -> dict[str, 
     return {k: v for k, v in values.items() if getattr(current, k) != v}
 
 
-def check_model(path: str) -> str:
+def check_model(path: str, scope: DiskScope) -> str:
     """'' when usable, else what is wrong and what to do."""
     if not path:
         return ""
     file = Path(path).expanduser()
+    if problem := scope.model_problem(file):
+        return problem  # before anything else: not even whether it exists is told
     if not file.is_file():
         return f"{path} does not exist on this machine: give the full path of a .gguf file."
     if file.suffix.lower() != ".gguf":
@@ -63,7 +66,7 @@ def reindex(kb: kbqa.KnowledgeBase) -> IngestReport:
     return kb.ingest([f for f in files if Path(f).exists()])
 
 
-def settings_page(kb: kbqa.KnowledgeBase) -> None:
+def settings_page(kb: kbqa.KnowledgeBase, scope: DiskScope) -> None:
     st.title("Settings")
     if message := st.session_state.pop("settings-message", None):
         st.success(message)
@@ -98,7 +101,7 @@ def settings_page(kb: kbqa.KnowledgeBase) -> None:
     values = {"model": model.strip(), "n_gpu_layers": int(gpu), "n_ctx": int(n_ctx),
               "top_k": int(top_k), "temperature": round(float(temperature), 2),
               "answer_language": language, "embedder": embedder}
-    problem = check_model(values["model"])
+    problem = check_model(values["model"], scope) if values["model"] != s.model else ""
     if problem:
         st.error(problem)
         return
@@ -113,7 +116,8 @@ def settings_page(kb: kbqa.KnowledgeBase) -> None:
     except KbqaError as exc:
         st.error(str(exc))
         return
-    st.cache_resource.clear()  # the rerun builds the knowledge base on the new settings
+    # The rerun reads the new settings and opens a knowledge base on them (other sessions
+    # on their next run); answers in flight finish on the old one, which nothing closes.
     st.session_state["settings-message"] = "Saved: " + ", ".join(
         f"{k} = {v}" for k, v in changes.items())
     st.rerun()

@@ -85,6 +85,12 @@ def chromium(profile: Path) -> Iterator[Any]:
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--window-size=1280,1500",
+                 "--no-pings", "--disable-domain-reliability", "--disable-breakpad",
+                 "--disable-client-side-phishing-detection", "--disable-default-apps",
+                 "--no-default-browser-check", "--dns-prefetch-disable",
+                 "--disable-features=OptimizationHints,AutofillServerCommunication,"
+                 "MediaRouter,Translate,NetworkTimeServiceQuerying",
+                 "--disable-search-engine-choice-screen", "--homepage=about:blank",
                  f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)

@@ -155,6 +155,8 @@ class SentenceTransformerEmbedder:
         # borrowed"), so counting gets its own copy, behind its own lock.
         self._tokenizer = copy.deepcopy(self._model.tokenizer)
         self._count_lock = threading.Lock()
+        # One model, many sessions: encode calls take turns (the same reason).
+        self._encode_lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self._passage_prompt)
@@ -165,10 +167,11 @@ class SentenceTransformerEmbedder:
     def _encode(self, texts: Sequence[str], prompt_name: str | None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False, prompt_name=prompt_name,
-        )
+        with self._encode_lock:
+            vectors = self._model.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False, prompt_name=prompt_name,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
@@ -204,12 +207,15 @@ class UniversalSentenceEncoder:
         self.name = MULTILINGUAL_EMBEDDER
         self.dim = USE_DIM
         self.max_tokens = 100_000  # no position limit: the encoder reads n-grams
+        # The pure-python tokenizer keeps state while it works, and encode() uses it too:
+        # one lock for both, shared by every session.
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+        with self._lock:
+            vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
@@ -219,7 +225,7 @@ class UniversalSentenceEncoder:
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        with self._lock:  # the pure-python tokenizer keeps state while it encodes
+        with self._lock:
             ids = self._model._tokenizer.encode(list(texts), add_bos=False, add_eos=False)
         return [len(i) for i in ids]
 

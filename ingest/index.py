@@ -1,8 +1,10 @@
 """FAISS vectors keyed by chunk id, saved as immutable generation files.
 
 Each commit writes `vectors-<generation>.faiss` beside the previous one (temp file, fsync,
-rename); SQLite then records the new generation in the same transaction as the chunk rows.
-A crash at any instant leaves the previous generation file, and the rows that match it.
+rename); SQLite then records the new generation in the same transaction as the chunk rows
+(synchronous=FULL: durable when it returns). A crash at any instant leaves the previous
+generation file, and the rows that match it; the generation before the current one is kept
+too, so a power loss that undoes the last commit still finds its vectors.
 """
 
 from __future__ import annotations
@@ -178,14 +180,20 @@ def generation_path(folder: Path, generation: int, space: int = 0) -> Path:
     return folder / f"vectors-{generation:08d}{suffix}.faiss"
 
 
-def stale_generation_files(folder: Path, keep: int) -> list[Path]:
+def kept_generations(current: int) -> set[int]:
+    """The committed generation and the one before it: a power loss can undo the last
+    SQLite commit, and its rows must then still find their vectors."""
+    return {current, current - 1}
+
+
+def stale_generation_files(folder: Path, keep: set[int]) -> list[Path]:
     """Files of other generations (left by a crash or superseded), safe to delete under lock."""
     if not folder.is_dir():
         return []
     stale = []
     for path in folder.iterdir():
         match = _GENERATION_FILE.match(path.name)
-        if (match and int(match.group(1)) != keep) or path.name.endswith(".faiss.tmp"):
+        if (match and int(match.group(1)) not in keep) or path.name.endswith(".faiss.tmp"):
             stale.append(path)
     return stale
 

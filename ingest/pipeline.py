@@ -8,7 +8,6 @@ stored once; a file's attachments are documents of their own, replaced and remov
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -24,7 +23,13 @@ from kbqa.domain import ChunkDraft, Document, Failure, IngestProgress, IngestRep
 from kbqa.errors import EmbedderMismatch, IngestError
 from kbqa.ingest.chunking import chunk_sections
 from kbqa.ingest.embed import Embedder
-from kbqa.ingest.index import VectorIndex, generation_path, stale_generation_files
+from kbqa.ingest.faults import kill_point
+from kbqa.ingest.index import (
+    VectorIndex,
+    generation_path,
+    kept_generations,
+    stale_generation_files,
+)
 from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, is_cjk_text
 from kbqa.ingest.store import Store, file_sha256
@@ -225,7 +230,7 @@ def ingest_paths(
     """Ingest files and folders; the caller holds the writer lock."""
     started = time.perf_counter()
     check_embedder(store, embedders.primary)
-    for stale in stale_generation_files(state.folder, keep=state.generation):
+    for stale in stale_generation_files(state.folder, kept_generations(state.generation)):
         stale.unlink(missing_ok=True)  # left by a crash between write and commit
 
     files, roots, failed = discover(paths)
@@ -324,22 +329,28 @@ def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
     results: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(item: object) -> None:
+        """Hand an item over, unless the consumer has stopped (then it is dropped: a put
+        that waits for a reader who is gone would keep this thread, and all it holds)."""
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
     def work() -> None:
         try:
             for path in files:
                 if stop.is_set():
                     return
                 staged = stage(path)
-                while staged is not None and not stop.is_set():
-                    try:
-                        results.put(staged, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+                if staged is not None:
+                    offer(staged)
         except BaseException as exc:  # surfaced in the caller's thread
-            results.put(exc)
+            offer(exc)
         finally:
-            results.put(_DONE)
+            offer(_DONE)
 
     worker = threading.Thread(target=work, name="kbqa-stage", daemon=True)
     worker.start()
@@ -350,10 +361,13 @@ def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        deadline = time.monotonic() + 10  # a file mid-parse may take long: do not wait on it
-        while worker.is_alive() and time.monotonic() < deadline:  # unblock a waiting put()
-            with contextlib.suppress(queue.Empty):
-                results.get(timeout=0.2)
+        # The worker ends at its next look at `stop` (a file mid-parse may take long: it is
+        # not waited for). What it staged and nobody will read is dropped now.
+        while True:
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                break
 
 
 def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, str],
@@ -512,7 +526,7 @@ def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
     on failure nothing changes."""
     old_generation, new_generation = state.generation, state.generation + 1
     written: list[Path] = []
-    for orphan in stale_generation_files(state.folder, keep=old_generation):
+    for orphan in stale_generation_files(state.folder, kept_generations(old_generation)):
         orphan.unlink(missing_ok=True)  # left by a writer killed before its commit
     try:
         with store.transaction() as session:
@@ -528,12 +542,14 @@ def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
             store.set_meta(session, "embedding_dim", str(first_index.dim))
             for key, value in (meta or {}).items():
                 store.set_meta(session, key, value)
+            kill_point("before-vectors")
             for position, name in enumerate(state.indexes):
                 state.indexes[name] = state.indexes[name].reshaped(state.ann_threshold)
                 written.append(generation_path(state.folder, new_generation, position))
                 state.indexes[name].save(written[-1])
             store.set_meta(session, "vector_spaces", json.dumps(
                 [[name, index.dim, len(index)] for name, index in state.indexes.items()]))
+            kill_point("after-vectors")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -541,9 +557,13 @@ def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
         state.indexes = load_spaces(state.folder, old_generation,
                                     [(name, index.dim) for name, index in state.indexes.items()])
         raise
+    kill_point("after-commit")
     state.generation = new_generation
-    for position in range(len(state.indexes)):
-        generation_path(state.folder, old_generation, position).unlink(missing_ok=True)
+    # The generation just superseded stays (readers of it finish; and should a power loss
+    # undo the SQLite commit, the rows it falls back to still have their vectors): the
+    # one before it goes.
+    for older in stale_generation_files(state.folder, kept_generations(new_generation)):
+        older.unlink(missing_ok=True)
 
 
 def load_spaces(folder: Path, generation: int, spaces: Sequence[tuple[str, int]]

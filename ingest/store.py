@@ -107,7 +107,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: readers never block the writer; a killed writer leaves the last commit intact.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk when it returns, so the vector files it supersedes can go
+    # (NORMAL may undo several commits on a power loss). One fsync per commit: noise.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
@@ -164,14 +166,16 @@ class Store:
     def clear(self) -> None:
         """Forget every document, chunk and setting of the index (for a rebuild); other
         tables in the same database (conversations) stay."""
-        with self.engine.begin() as connection:
+        # Rows are deleted, tables stay, in one transaction: a search in another session or
+        # process sees the old rows or none, never a missing table.
+        with self.transaction() as session:
             if self.lexical:
-                for name in ("chunk_terms_vocab", "chunk_terms"):
-                    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-            Base.metadata.drop_all(connection)
-            Base.metadata.create_all(connection)
-        if self.lexical:
-            self._ensure_terms()
+                session.execute(text("DELETE FROM chunk_terms"))
+            session.execute(delete(ChunkRow))
+            session.execute(delete(DocumentRow))
+            session.execute(delete(MetaRow))
+            if self.lexical:
+                self.set_meta(session, "terms_version", TERMS_VERSION)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

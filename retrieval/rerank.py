@@ -3,6 +3,7 @@ CrossEncoder); no cross-encoder ships in a package, so it is off by default."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ class CrossEncoderReranker:
         except Exception as exc:
             raise ModelMissing(f"cannot load the re-ranker from {path} ({exc}); check "
                                "KBQA_RERANKER") from None
+        self._lock = threading.Lock()  # one model, many sessions: a fast tokenizer per call
+
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         if not passages:
             return []
-        scores = self._model.predict([(query, p) for p in passages], show_progress_bar=False,
-                                     convert_to_numpy=True)
+        with self._lock:
+            scores = self._model.predict([(query, p) for p in passages], show_progress_bar=False,
+                                         convert_to_numpy=True)
         return [float(s) for s in scores]

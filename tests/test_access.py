@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kbqa.access import LoginThrottle, check_exposure, is_loopback, password_ok
+from kbqa.access import DiskScope, LoginThrottle, check_exposure, is_loopback, password_ok
 from kbqa.errors import SettingError
 
 
@@ -58,3 +58,22 @@ def test_serve_refuses_an_open_address_without_a_password(tmp_path: Path) -> Non
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     assert "KBQA_UI_PASSWORD" in result.stderr
+
+
+def test_an_exposed_server_ingests_only_its_folders_and_loads_only_its_models(
+        tmp_path: Path) -> None:
+    uploads, shared, private, models = (tmp_path / n for n in ("uploads", "team", "etc", "m"))
+    for folder in (uploads, shared, private, models):
+        folder.mkdir()
+    (shared / "escape").symlink_to(private)  # a link out of a listed folder
+    local = DiskScope.of("127.0.0.1", uploads, [str(shared)], models)
+    exposed = DiskScope.of("0.0.0.0", uploads, [str(shared)], models)
+    assert not local.folder_problem(private) and not local.model_problem(private / "x.gguf")
+    assert not exposed.folder_problem(uploads / "zip-contents")
+    assert not exposed.folder_problem(shared)
+    for outside in (private, tmp_path, shared / ".." / "etc", shared / "escape", Path("/")):
+        problem = exposed.folder_problem(outside)
+        assert "KBQA_INGEST_FOLDERS" in problem and str(shared) in problem, outside
+    assert not exposed.model_problem(models / "mine.gguf")
+    for outside in (private / "x.gguf", models / ".." / "etc" / "x.gguf", Path("/etc/passwd")):
+        assert str(models) in exposed.model_problem(outside), outside

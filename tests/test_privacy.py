@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_MODEL
+from conftest import ROOT, SMALL_MODEL
+from relay import tcp_to_unix
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from browser import ask, chromium, upload
 
 GUARD = textwrap.dedent("""
     import ipaddress, socket, sys
@@ -93,3 +100,90 @@ def test_ingest_search_ask_open_no_connection(tmp_path: Path, docs: Path) -> Non
     assert "NETWORK ATTEMPT" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Okonkwo" in result.stdout
+
+
+def _namespace_runner() -> list[str] | None:
+    """`unshare -n` (root) or `unshare -rn` (a user namespace), if this machine allows one."""
+    for command in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            probe = subprocess.run([*command, "ip", "link", "set", "lo", "up"],
+                                   capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if probe.returncode == 0:
+            return command
+    return None
+
+
+@pytest.mark.slow
+def test_cli_and_served_app_send_no_packet_in_a_network_namespace(tmp_path: Path,
+                                                                  docs: Path) -> None:
+    """The strongest form of the promise: the real CLI (ingest, ask, search) and the served
+    app driven in Chromium run in a network namespace where every address is routed to
+    `lo` and a raw packet socket records what goes out; any packet to a non-loopback
+    address, from Python, C code, a subprocess or DNS, fails the test."""
+    runner = _namespace_runner()
+    if runner is None:
+        pytest.skip("no network namespace here (unshare -n needs root, unshare -rn user "
+                    "namespaces): the Python-level guard test above still ran")
+    import docx
+
+    guide = docx.Document()
+    guide.add_heading("Pump guide", 1)
+    guide.add_paragraph("The pump hums quietly when it is primed.")
+    guide.save(str(docs / "guide.docx"))
+    (docs / "ferry.html").write_text("<html><body><h1>Ferry</h1><p>The ferry leaves at nine "
+                                     "every morning.</p></body></html>", encoding="utf-8")
+    tests = Path(__file__).parent
+    report, bridge = tmp_path / "net.json", tmp_path / "app.sock"
+    scenario = subprocess.Popen(
+        [*runner, sys.executable, str(tests / "netwatch.py"), str(report), "--",
+         sys.executable, str(tests / "offline_scenario.py"), str(tmp_path / "home"),
+         str(docs), str(SMALL_MODEL), str(bridge)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not bridge.with_suffix(".ready").exists():
+            assert scenario.poll() is None, scenario.stdout.read()[-3000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the app never came up"
+            time.sleep(0.2)
+        # The browser runs out here (its own update checks are not kbqa's); the page and
+        # everything it asks for travel through the Unix socket into the namespace.
+        listener, port = tcp_to_unix(str(bridge))
+        url = f"http://127.0.0.1:{port}"
+        with chromium(tmp_path / "profile") as driver:
+            added = upload(driver, url, docs / "manuals" / "zephyr-manual.pdf")
+            assert "added 1" in added, added
+            _, _, text = ask(driver, "How often must the Zephyr X200 pump be serviced?")
+            assert "450" in text, text
+            loaded = driver.execute_script(
+                "return performance.getEntriesByType('resource').map(e => e.name)")
+        listener.close()
+        assert loaded and all(u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:",
+                                            "blob:")) for u in loaded), loaded
+    finally:
+        bridge.with_suffix(".done").touch()
+        output = scenario.communicate(timeout=300)[0]
+    seen = json.loads(report.read_text())
+    assert seen["attempts"] == {}, f"packets left for {seen['attempts']}"
+    assert seen["returncode"] == 0, output[-3000:]
+    assert "SCENARIO OK" in output
+
+
+def test_the_namespace_watch_sees_an_attempt(tmp_path: Path) -> None:
+    """The watch itself must work, or the test above could never fail: a C-level DNS
+    look-up and a UDP datagram from a subprocess are both seen."""
+    runner = _namespace_runner()
+    if runner is None:
+        pytest.skip("no network namespace here (unshare -n needs root, unshare -rn user "
+                    "namespaces)")
+    script = ("import socket, contextlib\n"
+              "with contextlib.suppress(OSError): socket.getaddrinfo('example.com', 443)\n"
+              "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('192.0.2.7', 9))\n")
+    report = tmp_path / "net.json"
+    subprocess.run([*runner, sys.executable, str(Path(__file__).parent / "netwatch.py"),
+                    str(report), "--", sys.executable, "-c", script],
+                   capture_output=True, timeout=60, check=True)
+    attempts = json.loads(report.read_text())["attempts"]
+    assert "192.0.2.7" in attempts
+    assert len(attempts) >= 2  # and the resolver's query to its name server

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kbqa.domain import ChunkDraft
-from kbqa.ingest.index import VectorIndex, generation_path, stale_generation_files
+from kbqa.ingest.index import (
+    VectorIndex,
+    generation_path,
+    kept_generations,
+    stale_generation_files,
+)
 from kbqa.ingest.pipeline import IngestState, Staged, StagedDocument, _commit
 from kbqa.ingest.store import Store
 
@@ -76,8 +81,9 @@ def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
     assert len(state.index) == 1 and store.counts() == (1, 1)
     # ids are never reused, so an old vector can never point at a new chunk
     assert list(store.chunks_by_id(range(1, 10))) == [4]
-    # only the current generation file remains
-    assert [p.name for p in state.folder.iterdir()] == ["vectors-00000003.faiss"]
+    # only the current generation file and the one before it (for a power loss) remain
+    assert sorted(p.name for p in state.folder.iterdir()) == ["vectors-00000002.faiss",
+                                                              "vectors-00000003.faiss"]
 
 
 def test_failed_commit_changes_nothing(setup, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,12 +134,12 @@ def test_a_second_space_commits_with_the_first_and_rolls_back_with_it(
 
 
 def test_stale_generations_are_found(tmp_path: Path) -> None:
-    for gen in (1, 2, 3):
+    for gen in (1, 2, 3, 4):
         generation_path(tmp_path, gen).write_bytes(b"x")
-    (tmp_path / "vectors-00000004.faiss.tmp").write_bytes(b"x")
-    names = sorted(p.name for p in stale_generation_files(tmp_path, keep=2))
-    assert names == ["vectors-00000001.faiss", "vectors-00000003.faiss",
-                     "vectors-00000004.faiss.tmp"]
+    (tmp_path / "vectors-00000005.faiss.tmp").write_bytes(b"x")
+    names = sorted(p.name for p in stale_generation_files(tmp_path, kept_generations(3)))
+    assert names == ["vectors-00000001.faiss", "vectors-00000004.faiss",
+                     "vectors-00000005.faiss.tmp"]  # the current one and the one before stay
 
 
 def test_index_save_load_roundtrip(tmp_path: Path) -> None:
@@ -167,3 +173,30 @@ def test_changing_the_original_keeps_the_copy_on_the_old_text(setup) -> None:
     by_source = {c.source: c.text for c in store.chunks_by_id(range(1, 10)).values()}
     assert by_source == {"/a.txt": "new text", "/b.txt": "old text"}
     assert len(state.index) == 2
+
+
+def test_a_stopped_ingest_does_not_leave_its_staging_thread_behind() -> None:
+    """When the ingest stops reading (an error, a kill of the run's generator), the staging
+    thread must end and drop what it loaded, even if it is in the middle of a slow file."""
+    import threading
+    import time
+
+    from kbqa.ingest.pipeline import _prefetch
+
+    slow_file = threading.Event()
+
+    def stage(path: Path):
+        if path.name == "3":
+            slow_file.wait(10)  # a file that takes long to parse
+        return [path.name] * 1000  # "loaded" content
+
+    files = [Path(str(i)) for i in range(50)]
+    staged = _prefetch(files, stage, depth=2)
+    assert next(staged) == ["0"] * 1000
+    started = time.monotonic()
+    staged.close()  # the consumer goes away while the worker is in file 3
+    assert time.monotonic() - started < 2  # not held up by the slow file
+    worker = next(t for t in threading.enumerate() if t.name == "kbqa-stage")
+    slow_file.set()
+    worker.join(5)
+    assert not worker.is_alive()  # it noticed, and did not stage the remaining 46 files

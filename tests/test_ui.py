@@ -222,3 +222,45 @@ def test_an_open_address_without_a_password_shows_no_documents(
     app.run()
     assert "without a password" in app.error[0].value
     assert not app.info and not app.chat_input
+
+
+@pytest.mark.slow
+def test_an_exposed_server_ingests_no_folder_outside_its_own(
+        app: AppTest, home: Path, docs: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the password on the network, the Library page ingests only the listed folders,
+    and Settings loads models only from the models folder: the file system stays closed."""
+    listed = tmp_path / "team-docs"
+    listed.mkdir()
+    (listed / "ferry.txt").write_text("The Osprey ferry leaves Pier 9 at 8:05.\n")
+    import streamlit as st
+
+    real = st.get_option
+    monkeypatch.setattr(st, "get_option", lambda name: "0.0.0.0" if name == "server.address"
+                        else real(name))  # served to the network, as `kbqa serve --host`
+    monkeypatch.setenv("KBQA_UI_PASSWORD", "s3cret")
+    monkeypatch.setenv("KBQA_INGEST_FOLDERS", str(listed))
+    app.run()
+    app.text_input[0].set_value("s3cret")
+    app.button[0].click().run()
+    app.sidebar.radio[0].set_value("Library").run()
+    folder = next(t for t in app.text_input if t.label == "Folder")
+    folder.set_value(str(docs)).run()
+    next(b for b in app.button if b.label == "Ingest the folder").click().run()
+    assert not app.exception, app.exception
+    assert any("not open to ingest" in e.value for e in app.error)
+    import kbqa
+
+    kb = kbqa.open_kb(home)
+    assert kb.is_empty()  # nothing of the refused folder was read
+    folder = next(t for t in app.text_input if t.label == "Folder")
+    folder.set_value(str(listed)).run()
+    next(b for b in app.button if b.label == "Ingest the folder").click().run()
+    assert any("added 1" in s.value for s in app.success)
+    assert [Path(d.path).name for d in kb.documents()] == ["ferry.txt"]
+    kb.close()
+    app.sidebar.radio[0].set_value("Settings").run()
+    app.text_input[0].set_value(str(SMALL_MODEL.parent.parent / "kb.sqlite"))
+    app.button[0].click().run()
+    assert "outside the models folder" in app.error[0].value
+    assert not (home / "settings.json").exists()
