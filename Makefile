@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser screenshot lint clean llama-wheel browser
+.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser screenshot lint clean llama-wheel browser
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -63,6 +63,9 @@ run: setup ## open the chat in your browser (http://127.0.0.1:8501)
 
 test: setup browser ## run the test suite (real llama.cpp, FAISS, SQLite, embedder, Chromium)
 	$(BIN)/python -m pytest -q
+
+test-fast: setup ## the tests that load no model (seconds), for everyday work; `make test` is the suite
+	$(BIN)/python -m pytest -q --pure
 
 browser: ## install Debian's chromium and chromium-driver (once) for the browser test
 	@test -x $(CHROMIUM) -a -x $(CHROMEDRIVER) || { \

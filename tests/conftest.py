@@ -21,6 +21,49 @@ MODELS = ROOT / "data" / "models"
 SMALL_MODEL = MODELS / SMALL_CHAT_MODEL_FILE
 
 
+# Tests that use these fixtures load a model (or read the whole shared sample folder);
+# `make test-fast` (--pure) leaves them out.
+MODEL_FIXTURES = {"embedder", "small_generator", "make_kb", "app", "committed_home",
+                  "whole_folder", "mixed"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--pure", action="store_true",
+                     help="only the tests that load no model (make test-fast: seconds)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") or MODEL_FIXTURES & set(
+                getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
+    if config.getoption("--pure"):
+        heavy = [item for item in items if item.get_closest_marker("models")]
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if not item.get_closest_marker("models")]
+
+
+@pytest.fixture(autouse=True)
+def _no_models_in_a_pure_run(request: pytest.FixtureRequest,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """In `make test-fast`, a test that loads a model fails and says how to mark it, so the
+    fast run stays fast (and the full run still has it)."""
+    if not request.config.getoption("--pure"):
+        return
+    from kbqa.ingest.embed import SentenceTransformerEmbedder, UniversalSentenceEncoder
+    from kbqa.ingest.onnx_embed import OnnxInt8Embedder
+    from kbqa.llm.model import LlamaCppGenerator
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("this test loads a model: mark it @pytest.mark.models "
+                             "(make test-fast runs only the tests that load none)")
+
+    for model in (SentenceTransformerEmbedder, UniversalSentenceEncoder, OnnxInt8Embedder,
+                  LlamaCppGenerator):
+        monkeypatch.setattr(model, "__init__", refuse)
+    monkeypatch.setenv("KBQA_MODELS_DIR", str(Path("/nonexistent") / "pure-run"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory,
                    monkeypatch: pytest.MonkeyPatch) -> None:

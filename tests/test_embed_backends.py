@@ -47,6 +47,7 @@ def test_int8_vectors_rank_like_torch(int8: OnnxInt8Embedder, embedder) -> None:
     assert float(alone @ int8.encode([PASSAGES[2], "word " * 300])[0]) > 0.95
 
 
+@pytest.mark.models
 def test_torch_built_knowledge_base_serves_int8_queries(tmp_path: Path, docs: Path) -> None:
     """bench-ingest measured torch and int8 vectors of MiniLM as interchangeable (SciFact
     nDCG@10 within 0.002 either way), so an old knowledge base needs no rebuild."""
@@ -67,6 +68,7 @@ def test_torch_built_knowledge_base_serves_int8_queries(tmp_path: Path, docs: Pa
         new.close()
 
 
+@pytest.mark.models
 def test_another_models_int8_vectors_ask_for_a_rebuild(tmp_path: Path, docs: Path) -> None:
     """A model of the user's own: its int8 vectors are not measured against its torch ones,
     so they count as another embedder (the knowledge base says how to rebuild)."""

@@ -85,6 +85,7 @@ def _paragraph_search(tmp_path: Path, dataset: str, paragraphs_of: int | None,
         kb.close()
 
 
+@pytest.mark.models
 def test_chinese_hybrid_is_not_below_bm25_alone(tmp_path: Path) -> None:
     """The first 60 CMRC 2018 trial passages and all their questions: multilingual USE."""
     embedder, found = _paragraph_search(tmp_path, "cmrc2018-trial.json", None, 60, None)
@@ -93,6 +94,7 @@ def test_chinese_hybrid_is_not_below_bm25_alone(tmp_path: Path) -> None:
     assert found["hybrid"] > found["rrf"], found
 
 
+@pytest.mark.models
 def test_english_hybrid_beats_each_part(tmp_path: Path) -> None:
     """Three SQuAD v1.1 dev articles, two questions per paragraph: MiniLM."""
     embedder, found = _paragraph_search(tmp_path, "squad-v1.1-dev.json", 3, None, 2)

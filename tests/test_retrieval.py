@@ -163,6 +163,7 @@ def test_exact_rare_term_is_found_where_dense_recall_misses_it(make_kb, tmp_path
     assert hits[0].coverage >= 0.8 > hits[1].coverage
 
 
+@pytest.mark.models
 def test_chinese_query_finds_the_chinese_passage(tmp_path: Path) -> None:
     """No settings: the first ingest sees Chinese text and picks the multilingual embedder."""
     import kbqa
@@ -192,6 +193,7 @@ def test_chinese_query_finds_the_chinese_passage(tmp_path: Path) -> None:
         reopened.close()
 
 
+@pytest.mark.models
 def test_english_folder_keeps_the_english_default(tmp_path: Path, docs: Path) -> None:
     import kbqa
 
@@ -311,6 +313,7 @@ def test_cross_encoder_reranker_loads_and_scores(embedder) -> None:
     assert order == sorted(range(2), key=lambda i: -scores[i])
 
 
+@pytest.mark.models
 def test_cli_search_filter_and_mode(tmp_path: Path) -> None:
     folder = write_faults(tmp_path / "faults")
     (folder / "notes.md").write_text("# Notes\n\nQX-88213 happened twice in May.\n")

@@ -38,6 +38,8 @@ def test_line_serves_in_arrival_order_and_tells_each_its_place() -> None:
     def later(name: str) -> None:
         with line.turn(heard[name].append):
             order.append(name)
+            if name == "b":  # hold the model until the one behind has moved up a place
+                _wait_until(lambda: 1 in heard["c"])
 
     threads = [threading.Thread(target=first)]
     threads[0].start()

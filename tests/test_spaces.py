@@ -130,6 +130,7 @@ def test_a_mixed_folder_answers_each_language_from_the_right_file(
         kb.close()
 
 
+@pytest.mark.models
 def test_a_base_from_before_spaces_is_upgraded_by_its_next_ingest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A base built with one embedder for everything (as kbqa did before) gets its missing
@@ -209,6 +210,7 @@ def test_a_passage_in_the_other_language_is_scored_by_its_cosine_alone() -> None
     assert dict(across)[2] == pytest.approx(0.6 * CROSS_LANGUAGE_WEIGHT)
 
 
+@pytest.mark.models
 def test_an_english_folder_gets_multilingual_vectors_only_when_asked(tmp_path: Path) -> None:
     docs = _write(tmp_path / "docs", ENGLISH)
     for setting, spaces in (("auto", {LATIN_SPACE}), ("always", {LATIN_SPACE, CROSS_SPACE})):
@@ -224,6 +226,7 @@ def test_an_english_folder_gets_multilingual_vectors_only_when_asked(tmp_path: P
             kb.close()
 
 
+@pytest.mark.models
 def test_a_look_at_an_empty_base_does_not_fix_its_first_space(tmp_path: Path) -> None:
     """The Library page shows the stats before the first upload; a Chinese first upload
     must still name the multilingual space first, and the next upload must work."""
