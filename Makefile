@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser screenshot lint clean llama-wheel browser
+.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz screenshot lint clean llama-wheel browser
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -96,6 +96,15 @@ bench-answer: setup ## SQuAD/CMRC answers: EM, F1, citation precision, refusals,
 
 bench-faithfulness: setup ## right vs swapped/negated/re-numbered answer sentences: accepted and flagged shares
 	$(BIN)/python bench/faithfulness.py $(ARGS)
+
+bench-load: setup browser ## 8 API + 4 browser sessions asking at once during an ingest and a settings change
+	$(BIN)/python bench/load.py $(ARGS)
+
+bench-injection: setup ## 48 documents hiding instructions: obeyed by either packaged model?
+	$(BIN)/python bench/injection.py $(ARGS)
+
+bench-fuzz: setup ## 2,000 mutated PDF/Office/e-mail/HTML/image files through the ingest, time-limited
+	$(BIN)/python bench/fuzz.py $(ARGS)
 
 screenshot: setup browser ## refresh the README's picture (docs/screenshot.png) from the browser test
 	KBQA_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py

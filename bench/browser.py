@@ -146,9 +146,15 @@ def answer_text(message: Any) -> str:
     return str(parts[0].text).strip() if parts else ""
 
 
-def ask(driver: Any, question: str, timeout: float = 600) -> tuple[float, float, str]:
+WAITING = "Waiting for"  # the chat's note while other questions hold the model
+
+
+def ask(driver: Any, question: str, timeout: float = 600,
+        waited: list[float] | None = None) -> tuple[float, float, str]:
     """Type a question and press Enter. Returns (seconds to the first answer text on
-    screen, seconds to the finished answer with its source chips, the answer's text)."""
+    screen, seconds to the finished answer with its source chips, the answer's text).
+    The "waiting for another question" note is not answer text: how long it was shown is
+    appended to `waited` (0 when it never was)."""
     from selenium.webdriver.common.keys import Keys
 
     box = wait_for(lambda: by_css(driver, 'textarea[data-testid="stChatInputTextArea"]'),
@@ -158,12 +164,22 @@ def ask(driver: Any, question: str, timeout: float = 600) -> tuple[float, float,
     box.send_keys(Keys.ENTER)
     pressed = time.perf_counter()
 
+    queue = {"seen": 0.0, "left": 0.0}
+
     def first_text() -> bool:
         messages = by_css(driver, '[data-testid="stChatMessage"]')
-        return len(messages) >= before + 2 and bool(answer_text(messages[before + 1]))
+        text = answer_text(messages[before + 1]) if len(messages) >= before + 2 else ""
+        if text.startswith(WAITING):
+            queue["seen"] = queue["seen"] or time.perf_counter()
+            return False
+        if queue["seen"] and not queue["left"]:
+            queue["left"] = time.perf_counter()
+        return bool(text)
 
     wait_for(first_text, timeout, "the first answer text", poll=0.02)
     first = time.perf_counter() - pressed
+    if waited is not None:
+        waited.append(queue["left"] - pressed if queue["seen"] else 0.0)
 
     def finished() -> str:
         from selenium.webdriver.common.by import By

@@ -42,7 +42,7 @@ def join_pieces(left: str, right: str) -> str:
 def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
     """Cut a unit longer than the budget at word (or, for CJK/no spaces, character) bounds.
 
-    Example: split_long("a b c d", 2, lambda s: len(s.split())) == ["a b", "c d"]
+    Example: split_long("north north", 1, lambda s: len(s.split())) == ["north", "north"]
     """
     total = count(text)
     if total <= max_tokens:
@@ -54,7 +54,9 @@ def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
     while start < len(text):
         end = _cut(text, start, min(start + step, len(text)))
         while end - start > 1 and count(text[start:end].strip()) > max_tokens:
-            end = _cut(text, start, start + max((end - start) * 3 // 4, 1))
+            shorter = start + max((end - start) * 3 // 4, 1)
+            cut = _cut(text, start, shorter)
+            end = cut if cut < end else shorter  # a word longer than the budget is cut
         piece = text[start:end].strip()
         if piece:
             pieces.append(piece)
@@ -63,11 +65,19 @@ def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
 
 
 def _cut(text: str, start: int, end: int) -> int:
-    """Move a cut back to the last space before `end` (if any), so words stay whole."""
+    """Move a cut back to the last space before `end`, so words stay whole; with no space
+    since `start`, forward to the end of the word (the caller cuts it if it is over the
+    budget). CJK text, which has no spaces, is cut anywhere between its characters."""
     if end >= len(text):
         return len(text)
     space = text.rfind(" ", start + 1, end + 1)
-    return space if space > start else max(end, start + 1)
+    if space > start:
+        return space
+    if is_cjk(text[end - 1]) or is_cjk(text[end]):
+        return max(end, start + 1)
+    word_end = text.find(" ", end)
+    word_end = len(text) if word_end < 0 else word_end
+    return word_end if word_end - start <= 4 * (end - start) else max(end, start + 1)
 
 
 def sentence_units(text: str, max_tokens: int, count: TokenCounter,
@@ -147,8 +157,8 @@ def pack_rows(rows: Sequence[str], max_tokens: int, count: TokenCounter) -> list
     if not rows:
         return []
     header, body = rows[0], list(rows[1:])
-    if not body:
-        return [header]
+    if not body:  # a lone row: cut to fit like any other
+        return split_long(header, max_tokens, count)
     header_tokens = count(header)
     if header_tokens > max_tokens // 2:  # a header that big is data, not a label
         header, header_tokens, body = "", 0, list(rows)

@@ -141,8 +141,9 @@ def read_eml(data: bytes) -> Mail:
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
-    except Exception:  # a malformed header must not cost the message
-        value = message.get(name, failobj=None) if hasattr(message, "get") else None
+    except Exception:  # a malformed header must not cost the message: its raw text then
+        value = next((raw for key, raw in message.raw_items() if key.lower() == name.lower()),
+                     None)
     return " ".join(str(value).split()) if value is not None else ""
 
 

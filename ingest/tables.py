@@ -153,6 +153,9 @@ def load_xlsx(path: Path) -> Document:
             rows = ((n, render_row(r)) for n, r in
                     enumerate(sheet.iter_rows(values_only=True), start=1))
             sections.extend(_with_page(row_groups(rows, f"sheet {sheet.title}"), number))
+    except Exception as exc:  # sheets are read lazily: a damaged one fails only here
+        raise IngestError(f"not a readable XLSX workbook ({type(exc).__name__}: {exc}); "
+                          "open and re-save it in a spreadsheet program") from None
     finally:
         book.close()
     if not sections:

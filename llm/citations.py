@@ -126,6 +126,23 @@ def parse_markers(text: str) -> list[int]:
     return numbers
 
 
+_NESTED = re.compile(r"\[([\d\s,，、;]*)\[\s*(\d+(?:\s*[,，、;]\s*\d+)*)\s*\]([\d\s,，、;]*)\]")
+
+
+def flatten_nested_markers(text: str) -> str:
+    """A marker written inside another one ("[1 [9]]", "[[1]1]") becomes one marker with
+    every number, rather than leaving "[1 ]" behind once the inner one is handled.
+
+    Example: flatten_nested_markers("Bangor [1 [9]].") == "Bangor [1, 9]."
+    """
+    while True:
+        flat = _NESTED.sub(lambda m: "[" + ", ".join(
+            re.findall(r"\d+", m.group(1) + " " + m.group(2) + " " + m.group(3))) + "]", text)
+        if flat == text:
+            return text
+        text = flat
+
+
 def strip_markers(text: str) -> str:
     """Example: strip_markers("Bangor [1].") == "Bangor." """
     text = re.sub(r"[ \t]+([.,;:!?。，；])(?=\s|$)", r"\1", _MARKER.sub("", text))
@@ -339,6 +356,7 @@ def check_citations(answer: str, question: str, sources: Sequence[Source],
     Example: check_citations("Bangor [9].", "Where?", [source_about_bangor]).citations[0]
     is that source (the bogus [9] dropped, the supporting source attributed).
     """
+    answer = flatten_nested_markers(answer)
     checker = ClaimChecker(question, sources, lang, similarity, reader)
     space = "" if is_cjk_text(answer) else " "
     assigned: dict[int, list[str]] = {}  # source index -> the places its clauses restate

@@ -65,3 +65,36 @@ def test_pdf_without_text_layer_is_reported(tmp_path: Path) -> None:
     pdf = write_pdf(tmp_path / "scan.pdf", [[], []])
     with pytest.raises(IngestError, match="no text layer"):
         load(pdf)
+
+
+def test_a_malformed_address_header_does_not_cost_the_message(tmp_path: Path) -> None:
+    """Found by `make bench-fuzz`: a carriage return inside an address made the e-mail
+    header parser raise IndexError; the header is kept as its raw text instead."""
+    mail = tmp_path / "odd.eml"
+    mail.write_bytes(b"From: alice@example.com\nTo: bob@example.com\nCc: carol@\rxample.com\n"
+                     b"Subject: Quarterly numbers\n\nThe warehouse holds 42 pallets.\n")
+    document = load(mail)
+    text = "\n".join(section.text for section in document.sections)
+    assert "42 pallets" in text and "Quarterly numbers" in text
+
+
+def test_a_damaged_sheet_inside_an_xlsx_is_reported(tmp_path: Path) -> None:
+    """Found by `make bench-fuzz`: openpyxl opens a workbook whose sheet XML is broken and
+    fails only when the rows are read; that is a clear report, not an unexpected error."""
+    import zipfile
+
+    import openpyxl
+
+    good = tmp_path / "good.xlsx"
+    book = openpyxl.Workbook()
+    book.active.append(["city", "population"])
+    book.save(good)
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(broken, "w") as target:
+        for name in source.namelist():
+            body = source.read(name)
+            if name == "xl/worksheets/sheet1.xml":
+                body = body[: len(body) // 2] + b"<<&" + body[len(body) // 2:]
+            target.writestr(name, body)
+    with pytest.raises(IngestError, match="not a readable XLSX workbook"):
+        load(broken)
