@@ -231,6 +231,14 @@ def report(results: list[dict[str, Any]], errors: list[str], mixed: list[dict[st
         print(f"| {label} | {len(mine)} | "
               f"{sum(1 for e in errors if e.startswith(kind))} | "
               f"{sum(1 for r in mixed if r['kind'] == kind)} | " + " | ".join(cells) + " |")
+    print("\n| session | answers | first token p50 / p95 (s) | wait in line p50 / p95 (s) |")
+    print("|---|---|---|---|")
+    for session in sorted({r["session"] for r in results}):
+        mine = [r for r in results if r["session"] == session]
+        ttft, wait = [r["ttft"] for r in mine], [r["wait"] for r in mine]
+        print(f"| {session} | {len(mine)} | {statistics.median(ttft):.1f} / "
+              f"{percentile(ttft, 0.95):.1f} | {statistics.median(wait):.1f} / "
+              f"{percentile(wait, 0.95):.1f} |")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nerrors: {len(errors)}; mixed-up answers: {len(mixed)}; ingest: "
           f"{ingest_report[0].summary() if ingest_report else 'did not finish'}")
