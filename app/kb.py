@@ -13,7 +13,7 @@ from typing import Any
 
 from kbqa.conversations import Conversations
 from kbqa.domain import Answer, Chunk, Hit, IngestReport, KbStats
-from kbqa.errors import IndexMissing
+from kbqa.errors import IndexMissing, ModelBusy
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.loaders import LoadOptions, load
@@ -41,11 +41,12 @@ from kbqa.retrieval.lexical import TermMatcher
 from kbqa.retrieval.rerank import CrossEncoderReranker
 from kbqa.retrieval.retriever import Reranker, RetrievalOptions, Retriever
 from kbqa.settings import AUTO_EMBEDDER, DEFAULT_EMBEDDER, Settings, from_env
-from kbqa.shared import SharedModels, WaitFn
+from kbqa.shared import SharedModels, WaitFn, process_models
 
 # Files read to name the first vector space at the first ingest (see `choose_embedder`);
 # with the automatic embedder every chunk still goes to the spaces its script needs.
 SCRIPT_SAMPLE_FILES = 24
+WARM_UP_WAIT_S = 2.0  # the longest warm_up waits for the chat model
 
 log = logging.getLogger("kbqa")
 
@@ -59,7 +60,7 @@ class KnowledgeBase:
                  generator: Generator | None = None,
                  models: SharedModels | None = None) -> None:
         self.settings = settings
-        self.models = models or SharedModels()
+        self.models = models or process_models()
         self._parts = threading.RLock()  # guards the lazily built parts below
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
@@ -123,8 +124,13 @@ class KnowledgeBase:
     def _pick_embedder(self, paths: Sequence[str | os.PathLike[str]]) -> None:
         """With embedder "auto", the ingests before the first stored chunk read a few of the
         files and pick by their script; once vectors exist, the recorded choice stays."""
-        if (self._embedder_given or self.settings.embedder != AUTO_EMBEDDER
-                or self.store.get_meta("embedder") is not None):
+        if self._embedder_given or self.settings.embedder != AUTO_EMBEDDER:
+            return
+        recorded = self.store.get_meta("embedder")
+        if recorded is not None:  # another writer chose first: follow the record
+            with self._parts:
+                if self._embedder is not None and self._embedder.name != recorded:
+                    self._embedder, self._indexes = None, None
             return
         files, _, _ = discover(paths)
         sample: list[str] = []
@@ -218,8 +224,10 @@ class KnowledgeBase:
         generation = self._current_generation()
         if self._indexes is None or generation != self._generation or generation == 0:
             for _ in range(3):  # a writer may replace the files while we read them
-                spaces = recorded_spaces(self.store) or [(self.embedder.name,
-                                                          self.embedder.dim)]
+                spaces = recorded_spaces(self.store)
+                if not spaces:  # nothing committed (yet, or since a rebuild): no files
+                    indexes = {self.embedder.name: VectorIndex(self.embedder.dim)}
+                    break
                 try:
                     indexes = load_spaces(self.vectors_dir, generation, spaces)
                 except RuntimeError:
@@ -252,9 +260,11 @@ class KnowledgeBase:
 
     # -- the public operations -----------------------------------------------------------
     @contextmanager
-    def _writing(self) -> Iterator[IngestState]:
-        """The writer lock and the index state a write advances; kept even if it fails."""
+    def _writing(self, paths: Sequence[str | os.PathLike[str]] = ()) -> Iterator[IngestState]:
+        """The writer lock and the index state a write advances; kept even if it fails. An
+        empty base's automatic embedder is picked here, under the lock, from `paths`."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
+            self._pick_embedder(paths)
             # The writer changes a copy: searches in other threads keep reading the
             # committed index, never one that is being modified under them.
             indexes = {name: index.copy() for name, index in self.indexes().items()}
@@ -274,16 +284,17 @@ class KnowledgeBase:
 
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                progress: bool = False, prune: bool = True,
-               on_progress: ProgressFn | None = None) -> IngestReport:
+               on_progress: ProgressFn | None = None,
+               within: Sequence[Path] | None = None) -> IngestReport:
         """Add, update (and, for whole folders, prune) documents; unchanged files cost a hash.
-        `progress` draws terminal bars; `on_progress` is called as files and chunks are done."""
+        `progress` draws terminal bars; `on_progress` is called as files and chunks are done;
+        with `within`, files whose real path (links followed) is elsewhere are reported."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        self._pick_embedder(paths)
-        with self._writing() as state:
+        with self._writing(paths) as state:
             return ingest_paths(paths, store=self.store, state=state, embedders=self.embedders(),
                                 settings=self.settings, progress=progress, prune=prune,
-                                on_progress=on_progress)
+                                on_progress=on_progress, within=within)
 
     def remove(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                ) -> list[str]:
@@ -297,7 +308,9 @@ class KnowledgeBase:
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
-            self.store.clear()  # conversations, in their own tables, stay
+            # conversations, in their own tables, stay; the generation goes on counting, so
+            # a reader holding the old vectors sees a new number and reloads
+            self.store.clear(meta={"index_generation": str(self._current_generation() + 1)})
             shutil.rmtree(self.vectors_dir, ignore_errors=True)
             with self._parts:
                 self._indexes, self._generation = None, -1
@@ -349,8 +362,11 @@ class KnowledgeBase:
         for space in self.spaces():
             space.embedder.encode_queries(["warm-up"])
         generator = self.generator
-        with self.models.line(generator).turn(timeout_s=self.settings.queue_timeout_s):
-            generator.warm(prefix(self.settings.reads_twice))
+        try:  # a model busy answering is warm already: do not hold the page up behind it
+            with self.models.line(generator).turn(timeout_s=WARM_UP_WAIT_S):
+                generator.warm(prefix(self.settings.reads_twice))
+        except ModelBusy:
+            log.info("the chat model is answering: warm-up skipped")
 
     def ask(self, question: str, *, history: Sequence[Message] | None = None,
             on_wait: WaitFn | None = None) -> Answer:

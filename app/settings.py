@@ -210,6 +210,12 @@ def _coerce(name: str, value: Any) -> Any:
         raise SettingError(
             f"setting {name} (KBQA_{name.upper()}) must be {kind.__name__}, got {value!r}"
         ) from None
+    if name == "ingest_folders":
+        result = tuple(item.strip() for item in result if item.strip())
+        relative = [item for item in result if not Path(item).expanduser().is_absolute()]
+        if relative:
+            raise SettingError(f"KBQA_INGEST_FOLDERS must list absolute folders, got "
+                               f"{', '.join(relative)}")
     if name in _POSITIVE and result <= 0:
         raise SettingError(f"setting {name} (KBQA_{name.upper()}) must be > 0, got {value!r}")
     if name == "n_gpu_layers" and result < -1:

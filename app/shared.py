@@ -9,6 +9,7 @@ with each waiting question told its place in line.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -56,6 +57,14 @@ class SharedModels:
             if line is None:
                 line = self._lines[model] = Line()
             return line
+
+
+@functools.cache
+def process_models() -> SharedModels:
+    """The process's one registry: knowledge bases opened without `models=` share it, so
+    two `open_kb()` calls in one program load each model once, and one generator has one
+    line whoever asks."""
+    return SharedModels()
 
 
 class Line:

@@ -30,11 +30,12 @@ def shared_models() -> SharedModels:
     return SharedModels()
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the knowledge base and the models…")
+@st.cache_resource(max_entries=1, show_spinner="Loading the knowledge base and the models…")
 def knowledge_base(signature: str) -> kbqa.KnowledgeBase:
     """One knowledge base per settings (`signature`): a settings change opens a new one (with
-    the models that did not change), while sessions still answering on the old one finish
-    there; nothing closes it under them (it goes when the last of them lets go)."""
+    the models that did not change) and drops the old one from the cache; sessions still
+    answering on it finish there (nothing closes it under them), and it and the models
+    only it used are freed when the last of them lets go."""
     kb = kbqa.open_kb(models=shared_models())
     if not kb.is_empty():
         try:

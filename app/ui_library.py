@@ -27,7 +27,8 @@ def size_label(size: int) -> str:
     return f"{size} bytes"
 
 
-def ingest_with_progress(kb: kbqa.KnowledgeBase, paths: list[Path]) -> IngestReport:
+def ingest_with_progress(kb: kbqa.KnowledgeBase, paths: list[Path],
+                         within: Sequence[Path] | None = None) -> IngestReport:
     bar = st.progress(0.0, text="Reading the files…")
     shown = [0.0]  # the bar never goes back when more chunks are planned
 
@@ -39,7 +40,7 @@ def ingest_with_progress(kb: kbqa.KnowledgeBase, paths: list[Path]) -> IngestRep
                           f"{progress.chunks_done}/{progress.chunks_planned} passages "
                           f"embedded{f' · {name}' if name else ''}")
 
-    report = kb.ingest(paths, on_progress=moved)
+    report = kb.ingest(paths, on_progress=moved, within=within)
     bar.progress(1.0, text="Done")
     return report
 
@@ -126,7 +127,8 @@ def library_page(kb: kbqa.KnowledgeBase, scope: DiskScope) -> None:
             elif not path.is_dir():
                 st.error(f"{folder} is not a folder on this machine: check the path.")
             else:
-                show_report(ingest_with_progress(kb, [path]))
+                show_report(ingest_with_progress(
+                    kb, [path], scope.ingest_roots if scope.exposed else None))
 
     st.subheader("Documents")
     if message := st.session_state.pop("library-message", None):

@@ -87,7 +87,8 @@ def browser_session(url: str, profile: Path, questions: list[str],
             driver.get(url)
             for question in questions:
                 wait_for(lambda: button(driver, "New chat"), 120, "the new chat button").click()
-                time.sleep(0.5)
+                wait_for(lambda: not driver.find_elements(
+                    "css selector", '[data-testid="stChatMessage"]'), 120, "an empty chat")
                 waited: list[float] = []
                 first, total, text = ask(driver, question, timeout=1200, waited=waited)
                 results.append({"session": name, "kind": "browser", "question": question,

@@ -75,9 +75,11 @@ def _cut(text: str, start: int, end: int) -> int:
         return space
     if is_cjk(text[end - 1]) or is_cjk(text[end]):
         return max(end, start + 1)
-    word_end = text.find(" ", end)
-    word_end = len(text) if word_end < 0 else word_end
-    return word_end if word_end - start <= 4 * (end - start) else max(end, start + 1)
+    limit = start + 4 * (end - start)  # a bounded look, or long unspaced text goes quadratic
+    word_end = text.find(" ", end, limit + 1)
+    if word_end < 0 and len(text) <= limit:
+        word_end = len(text)
+    return word_end if word_end > end else max(end, start + 1)
 
 
 def sentence_units(text: str, max_tokens: int, count: TokenCounter,

@@ -226,14 +226,23 @@ def ingest_paths(
     prune: bool = True,
     log: Callable[[str], None] | None = None,
     on_progress: ProgressFn | None = None,
+    within: Sequence[Path] | None = None,
 ) -> IngestReport:
-    """Ingest files and folders; the caller holds the writer lock."""
+    """Ingest files and folders; the caller holds the writer lock. With `within`, a file
+    whose real path (links followed) is outside those folders is reported, not read."""
     started = time.perf_counter()
     check_embedder(store, embedders.primary)
     for stale in stale_generation_files(state.folder, kept_generations(state.generation)):
         stale.unlink(missing_ok=True)  # left by a crash between write and commit
 
     files, roots, failed = discover(paths)
+    if within is not None:
+        allowed = [Path(folder).resolve() for folder in within]
+        outside = [f for f in files if not any(f.resolve().is_relative_to(a) for a in allowed)]
+        failed.extend(Failure(str(f), "a link to a file outside the folders this server may "
+                                      "read: not ingested (copy the file in instead)")
+                      for f in outside)
+        files = [f for f in files if f not in outside]
     report = IngestReport(failed=failed)
     stored = store.documents()
     known_files = {d.file: d.sha256 for d in stored}
@@ -248,10 +257,14 @@ def ingest_paths(
     cross = embedders.always_cross or (CROSS_SPACE in state.indexes
                                        and len(state.indexes[CROSS_SPACE]) > 0)
 
+    finished = threading.Event()  # once set, a staging thread left behind records nothing
+
     def stage(path: Path) -> Staged | None:
         """Hash, load and chunk one file; None when unchanged or failed (recorded)."""
         nonlocal holders
         name = str(path)
+        if finished.is_set():
+            return None
         try:
             try:
                 name.encode("utf-8")
@@ -277,12 +290,15 @@ def ingest_paths(
             bar.chunks_planned(len(staged.drafts))
             return staged
         except IngestError as exc:
-            report.failed.append(Failure(name, str(exc)))
+            if not finished.is_set():
+                report.failed.append(Failure(name, str(exc)))
         except Exception as exc:  # a loader bug must cost one file, not the run
-            report.failed.append(Failure(name, f"unexpected error ({type(exc).__name__}: "
-                                               f"{exc}); please report it"))
+            if not finished.is_set():
+                report.failed.append(Failure(name, f"unexpected error ({type(exc).__name__}: "
+                                                   f"{exc}); please report it"))
         finally:
-            bar.file_done(path.name)
+            if not finished.is_set():
+                bar.file_done(path.name)
         return None
 
     try:
@@ -312,6 +328,7 @@ def ingest_paths(
             _backfill(store, state, embedders, cross, bar, settings.commit_every_s)
         bar.tell()
     finally:
+        finished.set()
         bar.close()
     if log:
         for failure in report.failed:

@@ -163,7 +163,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def clear(self) -> None:
+    def clear(self, meta: dict[str, str] | None = None) -> None:
         """Forget every document, chunk and setting of the index (for a rebuild); other
         tables in the same database (conversations) stay."""
         # Rows are deleted, tables stay, in one transaction: a search in another session or
@@ -176,6 +176,8 @@ class Store:
             session.execute(delete(MetaRow))
             if self.lexical:
                 self.set_meta(session, "terms_version", TERMS_VERSION)
+            for key, value in (meta or {}).items():  # written in the same transaction
+                self.set_meta(session, key, value)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

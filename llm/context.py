@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from kbqa.domain import GAP, Hit, Source
+from kbqa.llm.injection import speaks_to_the_assistant
 from kbqa.llm.prompts import render_source
 from kbqa.text import content_terms, ends_sentence, split_sentences
 
@@ -121,6 +122,8 @@ def focus_sources(hits: Sequence[Hit], question: str, count_tokens: Callable[[st
         if is_table:
             headers[rank] = pieces[0]
         for index, sentence in enumerate(pieces):
+            if speaks_to_the_assistant(sentence):
+                continue  # an instruction hidden in a document is not content to answer from
             if sentence not in seen and not (is_table and index == 0):
                 seen.add(sentence)
                 units.append((rank, index, sentence, content_terms(sentence)))

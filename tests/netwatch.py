@@ -8,7 +8,8 @@ In the new namespace only `lo` exists. Every IPv4 and IPv6 address is routed to 
 (`ip route add local 0.0.0.0/0 dev lo`), so any connection, UDP datagram or DNS query,
 from Python, C code or a subprocess, goes out on `lo`, where a raw packet socket sees it,
 and is refused at once (no time-outs). REPORT.json gets the command's exit code and every
-non-loopback destination seen. The command cannot tell: it simply has no network.
+non-loopback destination seen (and every DNS query, even to a resolver on loopback). The
+command cannot tell: it simply has no network.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ def destination(frame: bytes) -> str | None:
     return None
 
 
+def destination_port(frame: bytes) -> int | None:
+    """The TCP or UDP destination port of an IPv4 or IPv6 frame."""
+    kind = int.from_bytes(frame[12:14], "big")
+    if kind == IPV4 and len(frame) >= 34:
+        protocol, start = frame[23], 14 + (frame[14] & 0x0F) * 4
+    elif kind == IPV6 and len(frame) >= 54:
+        protocol, start = frame[20], 54
+    else:
+        return None
+    if protocol not in (6, 17) or len(frame) < start + 4:
+        return None
+    return int.from_bytes(frame[start + 2:start + 4], "big")
+
+
 def dns_name(frame: bytes) -> str:
     """The name a DNS query over IPv4 UDP asks for ('' if the frame is not one): the report
     says what was looked up, not only where."""
@@ -64,7 +79,10 @@ def watch(sniffer: socket.socket, seen: dict[str, int], stop: threading.Event) -
         except TimeoutError:
             continue
         address = destination(frame)
-        if address and not ipaddress.ip_address(address).is_loopback:
+        # Anything off this machine, and any DNS query even to a loopback resolver
+        # (systemd-resolved listens on 127.0.0.53): a look-up is the first step out.
+        if address and (not ipaddress.ip_address(address).is_loopback
+                        or destination_port(frame) == 53):
             name = dns_name(frame)
             key = f"{address} (DNS {name})" if name else address
             seen[key] = seen.get(key, 0) + 1

@@ -237,3 +237,22 @@ def test_ingest_reports_its_progress_as_it_goes(make_kb, docs: Path) -> None:
     assert last.chunks_done == last.chunks_planned > 0
     assert last.fraction == 1.0
     assert seen[0].fraction < 1.0
+
+
+def test_an_ingest_within_folders_does_not_follow_links_out_of_them(make_kb, docs: Path,
+                                                                    tmp_path: Path) -> None:
+    """What an exposed server's Library page does: a file link inside an allowed folder
+    that points elsewhere on the disk is reported, and its text never enters the base."""
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "passwords.txt").write_text("The vault code is 7731-4410.\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "team.txt").write_text("Marta Okonkwo leads the Vireo research team.\n")
+    (shared / "notes.txt").symlink_to(secret / "passwords.txt")
+    kb = make_kb()
+    report = kb.ingest(shared, within=[shared])
+    assert [Path(p).name for p in report.added] == ["team.txt"]
+    assert [Path(f.path).name for f in report.failed] == ["notes.txt"]
+    assert "outside the folders" in report.failed[0].reason
+    assert not kb.search("vault code", k=3, mode="lexical")

@@ -85,3 +85,13 @@ def test_a_damaged_settings_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text('{"top_k": "many"}', encoding="utf-8")
     with pytest.raises(SettingError, match=r"settings\.json.*fix or delete"):
         from_env({"KBQA_HOME": str(tmp_path)})
+
+
+def test_ingest_folders_are_absolute_and_trimmed() -> None:
+    from kbqa.errors import SettingError
+    from kbqa.settings import from_env
+
+    settings = from_env({"KBQA_INGEST_FOLDERS": " /srv/team , /srv/shared\n"})
+    assert settings.ingest_folders == ("/srv/team", "/srv/shared")
+    with pytest.raises(SettingError, match="absolute"):
+        from_env({"KBQA_INGEST_FOLDERS": "docs"})

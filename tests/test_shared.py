@@ -186,3 +186,64 @@ def test_rebuild_never_fails_a_search_in_another_session(make_kb, docs: Path) ->
     assert not errors, errors
     assert results and max(results) > 0
     assert len(reader.search("Vireo research team", k=3)) > 0
+
+
+@pytest.mark.models
+def test_two_knowledge_bases_of_one_program_share_its_models(tmp_path: Path) -> None:
+    """Without `models=`, open_kb uses the process's registry: a second knowledge base (or
+    the same one opened twice) does not load the embedder again."""
+    first = kbqa.open_kb(tmp_path / "a")
+    second = kbqa.open_kb(tmp_path / "b")
+    assert first.embedder is second.embedder
+    assert first.models is second.models
+
+
+def test_warm_up_does_not_wait_behind_an_answer(make_kb) -> None:
+    """A settings change warms the new knowledge base up while the page waits: with the
+    model busy answering, warm-up is skipped rather than held up for minutes."""
+
+    class Generator:
+        name, n_ctx = "fake", 4096
+        warmed = 0
+
+        def warm(self, messages) -> None:
+            Generator.warmed += 1
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    generator = Generator()
+    kb = make_kb(generator=generator)
+    busy = threading.Event()
+    release = threading.Event()
+
+    def answering() -> None:
+        with kb.models.line(generator).turn():
+            busy.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=answering)
+    holder.start()
+    busy.wait(10)
+    started = time.monotonic()
+    kb.warm_up()
+    assert time.monotonic() - started < 10 and Generator.warmed == 0
+    release.set()
+    holder.join(10)
+    kb.warm_up()
+    assert Generator.warmed == 1
+
+
+def test_a_reader_sees_what_is_ingested_after_a_rebuild(make_kb, docs: Path) -> None:
+    """The generation number goes on counting through a rebuild: another knowledge base
+    object (another process) holding the old vectors reloads, and its dense search finds
+    the documents ingested since."""
+    kb = make_kb()
+    kb.ingest(docs / "team.txt")
+    reader = kbqa.KnowledgeBase(from_env(home=kb.home, model=str(SMALL_MODEL)),
+                                embedder=kb.embedder)
+    assert reader.search("Vireo research team", k=1, mode="dense")
+    kb.rebuild()
+    kb.ingest(docs / "harbor.md")
+    hits = reader.search("When does the Lindqvist harbor office open?", k=1, mode="dense")
+    assert hits and Path(hits[0].chunk.source).name == "harbor.md"

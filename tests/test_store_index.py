@@ -184,8 +184,10 @@ def test_a_stopped_ingest_does_not_leave_its_staging_thread_behind() -> None:
     from kbqa.ingest.pipeline import _prefetch
 
     slow_file = threading.Event()
+    staged_names: list[str] = []
 
     def stage(path: Path):
+        staged_names.append(path.name)
         if path.name == "3":
             slow_file.wait(10)  # a file that takes long to parse
         return [path.name] * 1000  # "loaded" content
@@ -193,10 +195,14 @@ def test_a_stopped_ingest_does_not_leave_its_staging_thread_behind() -> None:
     files = [Path(str(i)) for i in range(50)]
     staged = _prefetch(files, stage, depth=2)
     assert next(staged) == ["0"] * 1000
+    deadline = time.monotonic() + 10
+    while "3" not in staged_names and time.monotonic() < deadline:
+        time.sleep(0.01)  # the worker reaches the slow file (two staged files wait in line)
     started = time.monotonic()
     staged.close()  # the consumer goes away while the worker is in file 3
     assert time.monotonic() - started < 2  # not held up by the slow file
     worker = next(t for t in threading.enumerate() if t.name == "kbqa-stage")
     slow_file.set()
     worker.join(5)
-    assert not worker.is_alive()  # it noticed, and did not stage the remaining 46 files
+    assert not worker.is_alive()
+    assert staged_names == ["0", "1", "2", "3"]  # it noticed: none of the other 46 files
