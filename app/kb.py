@@ -348,10 +348,16 @@ class KnowledgeBase:
                 "`make ingest DIR=path/to/docs` (or the upload box in the chat)"
             )
         generator = self.generator
-        with self.models.line(generator).turn(on_wait, self.settings.queue_timeout_s):
-            query = condense_question(question, history or (), generator,
-                                      self.settings.reads_twice)
-            hits = self.search(query, k=max(self.settings.top_k * 2, 8))
+        line, wait_s = self.models.line(generator), self.settings.queue_timeout_s
+        query = question
+        if history:  # the rewrite is a model call of its own, in its own turn
+            with line.turn(on_wait, wait_s):
+                query = condense_question(question, history, generator,
+                                          self.settings.reads_twice)
+        # The search runs outside the turn: while it waits for an embedder busy with an
+        # ingest batch, the model answers the next question in line.
+        hits = self.search(query, k=max(self.settings.top_k * 2, 8))
+        with line.turn(on_wait, wait_s):
             yield from answer_stream(question, hits, generator, self.settings, history or (),
                                      self.similarity, search_query=query, reader=self.reader)
 

@@ -169,7 +169,7 @@ def ask(driver: Any, question: str, timeout: float = 600,
     def first_text() -> bool:
         messages = by_css(driver, '[data-testid="stChatMessage"]')
         text = answer_text(messages[before + 1]) if len(messages) >= before + 2 else ""
-        if text.startswith(WAITING):
+        if WAITING in text:  # (after the icon's name, which renders as text)
             queue["seen"] = queue["seen"] or time.perf_counter()
             return False
         if queue["seen"] and not queue["left"]:

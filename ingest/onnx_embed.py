@@ -185,16 +185,18 @@ class OnnxInt8Embedder:
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rows: list[np.ndarray] = []
-        with self._encode_lock:
-            for start in range(0, len(order), ONNX_BATCH):
-                batch = [texts[i] for i in order[start:start + ONNX_BATCH]]
+        for start in range(0, len(order), ONNX_BATCH):
+            batch = [texts[i] for i in order[start:start + ONNX_BATCH]]
+            # A turn per small batch, not per call: a query's embedding waits for one batch
+            # of an ingest's thousand passages, not for all of them.
+            with self._encode_lock:
                 encodings = self._encoder.encode_batch(batch)
                 ids = np.array([e.ids for e in encodings], dtype=np.int64)
                 mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
                 feed = {"input_ids": ids, "attention_mask": mask,
                         "token_type_ids": np.zeros_like(ids)}
                 hidden = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
-                rows.append(_pool(hidden, mask, self._cls))
+            rows.append(_pool(hidden, mask, self._cls))
         if not rows:
             return np.zeros((0, self.dim), np.float32)
         # Rows came in length order; put them back in the order of `texts`.
