@@ -64,6 +64,9 @@ def split_long(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
     return pieces
 
 
+LONGEST_WORD = 64  # characters: longer runs without a space (hashes, URLs) may be cut
+
+
 def _cut(text: str, start: int, end: int) -> int:
     """Move a cut back to the last space before `end`, so words stay whole; with no space
     since `start`, forward to the end of the word (the caller cuts it if it is over the
@@ -75,7 +78,9 @@ def _cut(text: str, start: int, end: int) -> int:
         return space
     if is_cjk(text[end - 1]) or is_cjk(text[end]):
         return max(end, start + 1)
-    limit = start + 4 * (end - start)  # a bounded look, or long unspaced text goes quadratic
+    # A bounded look (or long unspaced text goes quadratic): a word of up to LONGEST_WORD
+    # characters, or four times the window, stays whole.
+    limit = start + max(4 * (end - start), LONGEST_WORD)
     word_end = text.find(" ", end, limit + 1)
     if word_end < 0 and len(text) <= limit:
         word_end = len(text)
