@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz screenshot lint clean llama-wheel browser
+.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz screenshot lint clean llama-wheel browser fonts
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -61,7 +61,7 @@ $(SMALL_MODEL): | $(STAMP)
 run: setup ## open the chat in your browser (http://127.0.0.1:8501)
 	$(BIN)/python -m kbqa serve --port $(PORT)
 
-test: setup browser ## run the test suite (real llama.cpp, FAISS, SQLite, embedder, Chromium)
+test: setup browser fonts ## run the test suite (real llama.cpp, FAISS, SQLite, embedder, Chromium)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup ## the tests that load no model (seconds), for everyday work; `make test` is the suite
@@ -74,6 +74,15 @@ browser: ## install Debian's chromium and chromium-driver (once) for the browser
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    chromium chromium-driver >/dev/null || \
 	  echo "kbqa: could not install chromium; only the browser test will fail (see above)"; }
+
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
+fonts: ## install Debian's WenQuanYi Zen Hei (once): the OCR tests and bench draw Chinese pages with it
+	@test -f $(CJK_FONT) || { \
+	  echo "kbqa: installing Debian's fonts-wqy-zenhei (once)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    fonts-wqy-zenhei >/dev/null || \
+	  echo "kbqa: could not install the CJK font; the Chinese OCR tests will fail (see above)"; }
 
 ingest: setup ## add documents: make ingest DIR=path/to/docs
 	@test -n "$(DIR)" || (echo "usage: make ingest DIR=path/to/docs" && exit 2)

@@ -28,6 +28,26 @@ class Section:
 
 
 @dataclass(frozen=True)
+class OcrLine:
+    """A line of text the OCR model read, with its box on the page image (pixels)."""
+
+    text: str
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float = 1.0
+
+    @property
+    def height(self) -> float:
+        return max(self.bottom - self.top, 1.0)
+
+    @property
+    def middle(self) -> float:
+        return (self.top + self.bottom) / 2
+
+
+@dataclass(frozen=True)
 class Document:
     """A file as loaded: its sections in reading order, and documents it carries (e-mail
     attachments), each ingested as a document of its own."""

@@ -18,6 +18,7 @@ from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.lock import writer_lock
+from kbqa.ingest.ocr import OcrEngine
 from kbqa.ingest.pipeline import (
     IngestState,
     ProgressFn,
@@ -76,6 +77,7 @@ class KnowledgeBase:
         self._reranker: Reranker | None = None
         self._conversations: Conversations | None = None
         self._similarity: WordSimilarity | None = None
+        self._ocr: OcrEngine | None = None
 
     # -- parts, built once ---------------------------------------------------------------
     @property
@@ -152,6 +154,18 @@ class KnowledgeBase:
                      "set KBQA_EMBEDDER to choose yourself)", choice)
             self._embedder = self._make_embedder(choice)
             self._indexes = None  # an empty base's first space is named after the choice
+
+    @property
+    def ocr(self) -> OcrEngine | None:
+        """The OCR engine for scanned pages and images (its model loads on first use), or
+        None with KBQA_OCR=off."""
+        if self.settings.ocr == "off":
+            return None
+        with self._parts:
+            if self._ocr is None:
+                threads = self.settings.threads
+                self._ocr = self.models.get(("ocr", threads), lambda: OcrEngine(threads))
+            return self._ocr
 
     @property
     def conversations(self) -> Conversations:
@@ -294,7 +308,7 @@ class KnowledgeBase:
         with self._writing(paths) as state:
             return ingest_paths(paths, store=self.store, state=state, embedders=self.embedders(),
                                 settings=self.settings, progress=progress, prune=prune,
-                                on_progress=on_progress, within=within)
+                                on_progress=on_progress, within=within, ocr=self.ocr)
 
     def remove(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                ) -> list[str]:

@@ -21,6 +21,8 @@ AUTO_EMBEDDER = "auto"
 # (bench-ingest: nDCG@10 within 0.005, 2.6x the chunks/s), torch for other models.
 EMBEDDER_BACKENDS = ("auto", "onnx-int8", "torch")
 CROSS_LANGUAGE = ("auto", "always")
+# OCR of scanned PDF pages and images (RapidOCR, packaged models): on, or off.
+OCR_MODES = ("on", "off")
 # Relevance floors of the packaged embedders (similarity + coverage of the best hit): the
 # lowest that refuses 90% of questions about documents that are not indexed, fitted on
 # questions outside bench/answer.py's samples (`make bench-answer ARGS=--calibrate`: SQuAD
@@ -133,6 +135,7 @@ class Settings:
     second_reader: str = "off"
     seed: int = 42
     max_file_mb: int = 200
+    ocr: str = "on"
     database_url: str = ""
     lock_timeout_s: float = 600.0
     # The chat model answers one question at a time; the others wait in line this long at
@@ -242,6 +245,8 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "embedder_backend" and result not in EMBEDDER_BACKENDS:
         raise SettingError("KBQA_EMBEDDER_BACKEND must be auto (int8 ONNX for the packaged "
                            f"MiniLM, torch otherwise), onnx-int8 or torch, got {value!r}")
+    if name == "ocr" and result not in OCR_MODES:
+        raise SettingError(f"KBQA_OCR must be on or off, got {value!r}")
     if name == "temperature" and not 0 <= result <= 2:
         raise SettingError(f"KBQA_TEMPERATURE must be between 0 and 2, got {value!r}")
     return result

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kbqa.domain import Document, Section
 from kbqa.errors import IngestError
+from kbqa.ingest.ocr import IMAGE_SUFFIXES, OcrEngine
 from kbqa.text import CJK
 
 _BOMS: tuple[tuple[bytes, str], ...] = (
@@ -178,9 +179,11 @@ def refuse_encrypted_office(path: Path) -> None:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """What loaders need beyond the path: passwords to try on encrypted PDFs."""
+    """What loaders need beyond the path: passwords to try on encrypted PDFs, and the OCR
+    engine for scanned pages and images (None: OCR off)."""
 
     passwords: tuple[str, ...] = ()
+    ocr: OcrEngine | None = None
 
 
 Loader = Callable[[Path, LoadOptions], Document]
@@ -189,7 +192,16 @@ Loader = Callable[[Path, LoadOptions], Document]
 def _pdf(path: Path, options: LoadOptions) -> Document:
     from kbqa.ingest.pdf import load_pdf
 
-    return load_pdf(path, options.passwords)
+    return load_pdf(path, options.passwords, options.ocr)
+
+
+def _image(path: Path, options: LoadOptions) -> Document:
+    from kbqa.ingest.ocr import load_image
+
+    if options.ocr is None:
+        raise IngestError("an image, and OCR is off (KBQA_OCR=off): turn it on to read the "
+                          "text in images")
+    return load_image(path, options.ocr)
 
 
 def _office(path: Path, options: LoadOptions) -> Document:
@@ -245,6 +257,7 @@ LOADERS: dict[str, Loader] = {
     **{suffix: _sheet for suffix in (".csv", ".tsv", ".tab", ".xlsx", ".xlsm", ".xls")},
     ".eml": _mail,
     ".msg": _mail,
+    **{suffix: _image for suffix in IMAGE_SUFFIXES},
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from kbqa.domain import Document, Section
 from kbqa.errors import IngestError
+from kbqa.ingest.ocr import MIN_TEXT_CHARS, OcrEngine, ocr_sections, pdf_page_images
 
 ENCRYPTED = ("encrypted: give the password with `python -m kbqa ingest --password ...` "
              "(or KBQA_PDF_PASSWORDS), or save a copy without one")
@@ -81,8 +82,10 @@ def open_pdf(path: Path, passwords: Sequence[str] = ()) -> Any:
     return reader
 
 
-def load_pdf(path: Path, passwords: Sequence[str] = ()) -> Document:
-    """Text per page; pages keep their 1-based numbers and the outline's heading path."""
+def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = None
+             ) -> Document:
+    """Text per page; pages keep their 1-based numbers and the outline's heading path. Pages
+    without a usable text layer (scanned) are rendered and read by `ocr`, when given."""
     from pypdf.errors import PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # per-font chatter, not user news
@@ -104,16 +107,47 @@ def load_pdf(path: Path, passwords: Sequence[str] = ()) -> Document:
             f"not a readable PDF ({type(exc).__name__}: {exc}); re-export or repair it"
         ) from None
     headings = page_headings(outline_entries(reader), len(pages))
-    sections = []
+    sections: dict[int, Section] = {}
+    scanned: list[int] = []
     for number, page in enumerate(pages, start=1):
         try:
             text = page.extract_text() or ""
         except Exception:  # one damaged page must not cost the rest of the file
-            continue
-        if text.strip():
-            sections.append(Section(text=text, page=number, heading=headings[number - 1]))
+            text = ""
+        if len("".join(text.split())) >= MIN_TEXT_CHARS:
+            sections[number] = Section(text=text, page=number, heading=headings[number - 1])
+        else:
+            scanned.append(number)  # no text layer, or a few stray characters on the page
+            if text.strip():
+                sections[number] = Section(text=text, page=number,
+                                           heading=headings[number - 1])
+    if scanned and ocr is not None:
+        for section in _read_scanned(path, scanned, passwords, ocr):
+            assert section.page is not None
+            sections[section.page] = Section(text=section.text, page=section.page,
+                                             heading=headings[section.page - 1],
+                                             location=section.location)
     if not sections:
         raise IngestError(
-            "no text layer (scanned?): run OCR on it (e.g. ocrmypdf) and ingest the result"
+            "no text layer (scanned?) and OCR is off: turn it on (KBQA_OCR=on), or run OCR "
+            "on it (e.g. ocrmypdf) and ingest the result" if ocr is None else
+            "no text on any page, even by OCR (photos or drawings, or a scan too faint): "
+            "nothing to search; re-scan it if it does hold text"
         )
-    return Document(source=str(path), sections=tuple(sections), kind="pdf")
+    return Document(source=str(path), sections=tuple(sections[n] for n in sorted(sections)),
+                    kind="pdf")
+
+
+def _read_scanned(path: Path, numbers: list[int], passwords: Sequence[str],
+                  ocr: OcrEngine) -> list[Section]:
+    """The scanned pages read by OCR; a password that opened the file opens it here too."""
+    last_error: Exception | None = None
+    for password in (None, *passwords):
+        try:
+            return ocr_sections(ocr, pdf_page_images(path, numbers, password=password))
+        except IngestError:
+            raise
+        except Exception as exc:  # pdfium refuses a wrong password or a damaged page tree
+            last_error = exc
+    raise IngestError(f"its scanned pages could not be rendered for OCR ({last_error}); "
+                      "re-export the PDF")

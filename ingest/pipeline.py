@@ -31,6 +31,7 @@ from kbqa.ingest.index import (
     stale_generation_files,
 )
 from kbqa.ingest.loaders import LoadOptions, load
+from kbqa.ingest.ocr import OcrEngine
 from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, is_cjk_text
 from kbqa.ingest.store import Store, file_sha256
 from kbqa.settings import Settings
@@ -227,6 +228,7 @@ def ingest_paths(
     log: Callable[[str], None] | None = None,
     on_progress: ProgressFn | None = None,
     within: Sequence[Path] | None = None,
+    ocr: OcrEngine | None = None,
 ) -> IngestReport:
     """Ingest files and folders; the caller holds the writer lock. With `within`, a file
     whose real path (links followed) is outside those folders is reported, not read."""
@@ -247,7 +249,7 @@ def ingest_paths(
     stored = store.documents()
     known_files = {d.file: d.sha256 for d in stored}
     holders = {d.content_sha: d.file for d in stored if d.same_as is None}
-    options = LoadOptions(passwords=settings.pdf_passwords)
+    options = LoadOptions(passwords=settings.pdf_passwords, ocr=ocr)
     bar = _Progress(progress, on_progress)
     bar.start(len(files))
     embedded: list[Staged] = []

@@ -1,5 +1,6 @@
 """What a user does, end to end, for tests/test_privacy.py to run without any network:
-the real CLI ingests a folder (PDF, Word, HTML, text), answers a question and searches;
+the real CLI ingests a folder (PDF, Word, HTML, text, a scanned image), answers a question
+and searches;
 then, given a socket path, `kbqa serve` runs and is reachable through that Unix socket
 (the test drives it from a browser outside the namespace) until SOCKET.done appears.
 
@@ -35,11 +36,13 @@ def main() -> int:
     home, docs, model = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     os.environ["KBQA_MODEL"] = str(model)
     report = cli(home, "ingest", str(docs))
-    assert "added 6" in report, report  # unstructured read Word and HTML offline too
+    assert "added 7" in report, report  # unstructured (Word, HTML) and OCR (the image) too
     answer = cli(home, "ask", "Who leads the Vireo research team?")
     assert "Okonkwo" in answer, answer
     hits = cli(home, "search", "Does the pump hum when it is primed?", "-k", "3")
     assert "guide.docx" in hits, hits
+    hits = cli(home, "search", "Where does the warehouse key hang?", "-k", "3")
+    assert "note.png" in hits, hits
     if len(sys.argv) > 4:  # serve the app, reachable through a Unix socket, until told
         from browser import kbqa_server
         from relay import unix_to_tcp

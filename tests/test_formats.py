@@ -88,7 +88,7 @@ def test_every_file_is_ingested_or_reported_with_a_reason(whole_folder) -> None:
     ("bad/password_protected.xlsx", "encrypted (password-protected)"),
     ("bad/one-enormous-line.txt", "no readable words"),
     ("bad/invalid-utf8.txt", "invalid text"),
-    ("pdf/imagemagick-lzw.pdf", "no text layer (scanned?)"),
+    ("pdf/imagemagick-lzw.pdf", "no text on any page, even by OCR"),  # a 10-pt picture
     ("text/empty.txt", "empty file"),
     ("text/fake-text-all-whitespace.txt", "no text"),
     ("mail/fake-encrypted.eml", "encrypted e-mail"),
@@ -123,6 +123,9 @@ def test_locations_are_kept_per_format(whole_folder) -> None:
     assert legacy[0].location == "slide 1" and "Adding a Bullet Slide" in legacy[0].text
     words = " ".join(c.text for c in chunks_of(kb, "office/simple.doc"))
     assert "Parrots" in words and "my first thought" in words
+    scanned = chunks_of(kb, "pdf/single_table.pdf")  # a table printed as an image: OCR
+    assert scanned and {c.location for c in scanned} == {"page 1 (OCR)"}
+    assert "chunks per document" in " ".join(c.text for c in scanned)
 
 
 @needs_docs

@@ -51,7 +51,8 @@ def test_pdf_pages_are_numbered(tmp_path: Path) -> None:
         ("zero.pdf", b"", "empty file"),
         ("truncated.pdf", b"%PDF-1.4\n1 0 obj\n<< /Type", "not a readable PDF"),
         ("random.pdf", bytes(range(256)) * 10, "not a readable PDF"),
-        ("photo.jpg", b"\xff\xd8\xff", "unsupported file type '.jpg'"),
+        ("photo.jpg", b"\xff\xd8\xff", "OCR is off"),  # load() without an OCR engine
+        ("song.mp3", b"ID3\x03", "unsupported file type '.mp3'"),
     ],
 )
 def test_bad_files_give_reasons(tmp_path: Path, name: str, content: bytes, reason: str) -> None:

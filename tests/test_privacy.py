@@ -134,6 +134,13 @@ def test_cli_and_served_app_send_no_packet_in_a_network_namespace(tmp_path: Path
     guide.save(str(docs / "guide.docx"))
     (docs / "ferry.html").write_text("<html><body><h1>Ferry</h1><p>The ferry leaves at nine "
                                      "every morning.</p></body></html>", encoding="utf-8")
+    from PIL import Image, ImageDraw, ImageFont
+
+    scan = Image.new("RGB", (1200, 300), "white")  # a scanned note, for the OCR model
+    ImageDraw.Draw(scan).text((60, 120), "The warehouse key hangs in locker 42.", fill="black",
+                              font=ImageFont.truetype(
+                                  "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 30))
+    scan.save(docs / "note.png")
     tests = Path(__file__).parent
     report, bridge = tmp_path / "net.json", tmp_path / "app.sock"
     scenario = subprocess.Popen(

@@ -1,0 +1,149 @@
+"""Scanned PDFs and images, read by the real OCR model (RapidOCR, packaged PP-OCRv6)."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_MODEL
+from kbqa.domain import OcrLine
+
+LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
+
+
+def page(lines: list[str], font: Path, size: tuple[int, int] = (1400, 700)):
+    """A white page image with the lines drawn as a scanner would see them."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not font.is_file():
+        pytest.fail(f"{font} is missing: `make fonts` installs it (make test does)")
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    face = ImageFont.truetype(str(font), 30)
+    y = 60
+    for line in lines:
+        if line:
+            draw.text((80, y), line, font=face, fill="black")
+        y += 45
+    return image
+
+
+def test_lines_come_back_in_reading_order_as_paragraphs() -> None:
+    from kbqa.ingest.ocr import paragraphs
+
+    def line(text: str, left: float, top: float) -> OcrLine:
+        return OcrLine(text=text, left=left, top=top, right=left + 300, bottom=top + 30)
+
+    lines = [line("second line.", 80, 105), line("A first line and", 80, 60),
+             line("right column", 500, 62), line("New paragraph.", 80, 300),
+             line("青川渡轮每天", 80, 500), line("早上出发。", 80, 540)]
+    assert paragraphs(lines) == ["A first line and right column second line.",
+                                 "New paragraph.", "青川渡轮每天早上出发。"]
+
+
+@pytest.mark.models
+def test_scanned_pages_answer_with_a_page_citation(tmp_path: Path) -> None:
+    """An image-only PDF (English page 2 after a text page) and a Chinese scan: the scanned
+    pages are read, cited by page, and marked as OCR."""
+    from pdfgen import write_pdf
+    from pypdf import PdfReader, PdfWriter
+
+    english = page(["Maintenance schedule", "The Zephyr X200 pump must be serviced every",
+                    "450 operating hours with the kit ZK-7731."], LATIN_FONT)
+    scan = tmp_path / "scan-part.pdf"
+    english.save(scan, resolution=150)
+    mixed = tmp_path / "manual.pdf"
+    write_pdf(tmp_path / "text-part.pdf", [["Zephyr X200 manual", "Read the safety notes."]])
+    writer = PdfWriter()
+    for part in ("text-part.pdf", "scan-part.pdf"):
+        for pdf_page in PdfReader(tmp_path / part).pages:
+            writer.add_page(pdf_page)
+    with mixed.open("wb") as out:
+        writer.write(out)
+    chinese = tmp_path / "ferry.pdf"
+    lines = ["青川渡轮简介", "青川渡轮的船长是周海宁。", "渡轮每天早上六点二十分出发。"]
+    page(lines, CJK_FONT).save(chinese, resolution=150)
+    import kbqa
+
+    kb = kbqa.open_kb(tmp_path / "home", model=str(SMALL_MODEL))
+    report = kb.ingest([mixed, chinese])
+    assert sorted(Path(p).name for p in report.added) == ["ferry.pdf", "manual.pdf"]
+    answer = kb.ask("How often must the Zephyr X200 pump be serviced?")
+    assert "450" in answer.text, answer.text
+    cited = [(Path(c.source).name, c.page, c.place) for c in answer.citations]
+    assert ("manual.pdf", 2, "page 2 (OCR)") in cited, cited
+    hits = kb.search("青川渡轮几点出发？", k=1)
+    assert Path(hits[0].chunk.source).name == "ferry.pdf"
+    assert "六点二十分" in hits[0].chunk.text and hits[0].chunk.place == "page 1 (OCR)"
+    answer = kb.ask("青川渡轮的船长是谁？")
+    assert "周海宁" in answer.text, answer.text
+    assert [(Path(c.source).name, c.place) for c in answer.citations] == [
+        ("ferry.pdf", "page 1 (OCR)")]
+
+
+@pytest.mark.models
+def test_images_and_mail_attachments_are_searchable_and_bad_ones_named(
+        make_kb, tmp_path: Path) -> None:
+    from PIL import Image
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page(["Invoice 2291", "Total due: 310 EUR by 15 March."], LATIN_FONT).save(
+        docs / "invoice.png")
+    frames = [page(["Page one of the fax."], LATIN_FONT),
+              page(["The courier arrives on Thursday at noon."], LATIN_FONT)]
+    frames[0].save(docs / "fax.tiff", save_all=True, append_images=frames[1:])
+    receipt = tmp_path / "receipt.jpg"
+    page(["Receipt: the Osprey ferry ticket cost 18 dollars."], LATIN_FONT).save(
+        receipt, quality=85)
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "a@example.org", "b@example.org", "Receipt"
+    mail.set_content("The receipt is attached.")
+    mail.add_attachment(receipt.read_bytes(), maintype="image", subtype="jpeg",
+                        filename="receipt.jpg")
+    (docs / "mail.eml").write_bytes(bytes(mail))
+    Image.new("RGB", (800, 600), "white").save(docs / "blank.png")
+    (docs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a real jpeg")
+    kb = make_kb()
+    report = kb.ingest(docs)
+    failed = {Path(f.path).name: f.reason for f in report.failed}
+    assert set(failed) == {"blank.png", "broken.jpg"}, failed
+    assert "no text found" in failed["blank.png"]
+    assert "not a readable image" in failed["broken.jpg"]
+    top = kb.search("How much was the invoice total?", k=1)[0]
+    assert Path(top.chunk.source).name == "invoice.png" and "310" in top.chunk.text
+    top = kb.search("When does the courier arrive?", k=1)[0]
+    assert Path(top.chunk.source).name == "fax.tiff" and top.chunk.page == 2
+    top = kb.search("How much did the Osprey ferry ticket cost?", k=1)[0]
+    assert "receipt.jpg" in top.chunk.source and "18" in top.chunk.text
+
+
+@pytest.mark.models
+def test_ocr_off_reports_scans_and_images(make_kb, tmp_path: Path) -> None:
+    scan = tmp_path / "scan.pdf"
+    page(["The harbor office opens at 7:15."], LATIN_FONT).save(scan, resolution=150)
+    page(["Invoice 2291"], LATIN_FONT).save(tmp_path / "invoice.png")
+    kb = make_kb(ocr="off")
+    report = kb.ingest([scan, tmp_path / "invoice.png"])
+    reasons = {Path(f.path).name: f.reason for f in report.failed}
+    assert not report.added
+    assert "OCR is off" in reasons["scan.pdf"] and "KBQA_OCR" in reasons["scan.pdf"]
+    assert "OCR is off" in reasons["invoice.png"]
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    from kbqa.errors import IngestError
+    from kbqa.ingest.ocr import load_image
+    from PIL import Image
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20_000, 20_000), 1).save(huge)  # 1 bit per pixel: small on disk
+
+    class NeverCalled:
+        def read(self, image):
+            raise AssertionError("a huge image must not reach the OCR model")
+
+    with pytest.raises(IngestError, match="too large to read"):
+        load_image(huge, NeverCalled())  # type: ignore[arg-type]
