@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz screenshot lint clean llama-wheel browser fonts
+.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz bench-ocr screenshot lint clean llama-wheel browser fonts tesseract
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -84,6 +84,14 @@ fonts: ## install Debian's WenQuanYi Zen Hei (once): the OCR tests and bench dra
 	    fonts-wqy-zenhei >/dev/null || \
 	  echo "kbqa: could not install the CJK font; the Chinese OCR tests will fail (see above)"; }
 
+tesseract: ## install Debian's tesseract with English and Chinese (once): bench-ocr compares with it
+	@command -v tesseract >/dev/null && test -f /usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata || { \
+	  echo "kbqa: installing Debian's tesseract-ocr and tesseract-ocr-chi-sim (once)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim >/dev/null || \
+	  echo "kbqa: could not install tesseract; bench-ocr prints kbqa's figures alone"; }
+
 ingest: setup ## add documents: make ingest DIR=path/to/docs
 	@test -n "$(DIR)" || (echo "usage: make ingest DIR=path/to/docs" && exit 2)
 	$(BIN)/python -m kbqa ingest $(DIR)
@@ -114,6 +122,9 @@ bench-injection: setup ## 48 documents hiding instructions: obeyed by either pac
 
 bench-fuzz: setup ## 2,000 mutated PDF/Office/e-mail/HTML/image files through the ingest, time-limited
 	$(BIN)/python bench/fuzz.py $(ARGS)
+
+bench-ocr: setup fonts tesseract ## CER of scanned English/Chinese pages (clean, 150 dpi, noisy), pages/s, vs tesseract
+	$(BIN)/python bench/ocr.py $(ARGS)
 
 screenshot: setup browser ## refresh the README's picture (docs/screenshot.png) from the browser test
 	KBQA_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py
