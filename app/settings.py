@@ -136,6 +136,9 @@ class Settings:
     seed: int = 42
     max_file_mb: int = 200
     ocr: str = "on"
+    # A PDF with more scanned pages than this is reported rather than read (at ~1 page/s on
+    # 2 cores, 500 pages take about 8 minutes).
+    ocr_max_pages: int = 500
     database_url: str = ""
     lock_timeout_s: float = 600.0
     # The chat model answers one question at a time; the others wait in line this long at
@@ -189,7 +192,8 @@ class Settings:
 _TYPES: dict[str, type] = {name: get_origin(hint) or hint
                            for name, hint in get_type_hints(Settings).items()}
 _POSITIVE = {"n_ctx", "threads", "chunk_tokens", "top_k", "context_tokens", "max_answer_tokens",
-             "fusion_depth", "rerank_depth", "max_upload_mb", "queue_timeout_s"}
+             "fusion_depth", "rerank_depth", "max_upload_mb", "queue_timeout_s",
+             "ocr_max_pages"}
 _NON_NEGATIVE = {"dense_weight", "lexical_weight", "per_document", "ann_threshold",
                  "min_relevance"}
 

@@ -184,6 +184,7 @@ class LoadOptions:
 
     passwords: tuple[str, ...] = ()
     ocr: OcrEngine | None = None
+    ocr_max_pages: int = 500
 
 
 Loader = Callable[[Path, LoadOptions], Document]
@@ -192,7 +193,7 @@ Loader = Callable[[Path, LoadOptions], Document]
 def _pdf(path: Path, options: LoadOptions) -> Document:
     from kbqa.ingest.pdf import load_pdf
 
-    return load_pdf(path, options.passwords, options.ocr)
+    return load_pdf(path, options.passwords, options.ocr, options.ocr_max_pages)
 
 
 def _image(path: Path, options: LoadOptions) -> Document:

@@ -82,8 +82,8 @@ def open_pdf(path: Path, passwords: Sequence[str] = ()) -> Any:
     return reader
 
 
-def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = None
-             ) -> Document:
+def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = None,
+             ocr_max_pages: int = 500) -> Document:
     """Text per page; pages keep their 1-based numbers and the outline's heading path. Pages
     without a usable text layer (scanned) are rendered and read by `ocr`, when given."""
     from pypdf.errors import PdfReadError
@@ -121,6 +121,10 @@ def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = 
             if text.strip():
                 sections[number] = Section(text=text, page=number,
                                            heading=headings[number - 1])
+    if ocr is not None and len(scanned) > ocr_max_pages:
+        raise IngestError(f"{len(scanned)} pages without a text layer, more than the "
+                          f"{ocr_max_pages} kbqa reads by OCR in one file (about a second "
+                          "each): split the PDF, or raise KBQA_OCR_MAX_PAGES")
     if scanned and ocr is not None:
         for section in _read_scanned(path, scanned, passwords, ocr):
             assert section.page is not None

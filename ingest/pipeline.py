@@ -249,7 +249,8 @@ def ingest_paths(
     stored = store.documents()
     known_files = {d.file: d.sha256 for d in stored}
     holders = {d.content_sha: d.file for d in stored if d.same_as is None}
-    options = LoadOptions(passwords=settings.pdf_passwords, ocr=ocr)
+    options = LoadOptions(passwords=settings.pdf_passwords, ocr=ocr,
+                          ocr_max_pages=settings.ocr_max_pages)
     bar = _Progress(progress, on_progress)
     bar.start(len(files))
     embedded: list[Staged] = []

@@ -147,3 +147,18 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
 
     with pytest.raises(IngestError, match="too large to read"):
         load_image(huge, NeverCalled())  # type: ignore[arg-type]
+
+
+def test_a_scan_over_the_page_limit_is_reported_without_reading_it(tmp_path: Path) -> None:
+    from kbqa.errors import IngestError
+    from kbqa.ingest.pdf import load_pdf
+    from pdfgen import write_pdf
+
+    scan = write_pdf(tmp_path / "archive.pdf", [[] for _ in range(12)])  # 12 blank pages
+
+    class NeverCalled:
+        def read(self, image):
+            raise AssertionError("pages over the limit must not be rendered or read")
+
+    with pytest.raises(IngestError, match=r"12 pages without a text layer.*KBQA_OCR_MAX_PAGES"):
+        load_pdf(scan, ocr=NeverCalled(), ocr_max_pages=10)  # type: ignore[arg-type]
