@@ -245,6 +245,9 @@ class IngestProgress:
     chunks_done: int
     chunks_planned: int
     current: str = ""
+    # OCR of the file being read: pages done of its scanned pages (0 of 0: none)
+    ocr_done: int = 0
+    ocr_total: int = 0
 
     @property
     def fraction(self) -> float:

@@ -35,10 +35,12 @@ def ingest_with_progress(kb: kbqa.KnowledgeBase, paths: list[Path],
     def moved(progress: IngestProgress) -> None:
         name = Path(progress.current).name
         shown[0] = max(shown[0], progress.fraction)
+        reading = (f" · reading scanned page {progress.ocr_done + 1} of {progress.ocr_total}"
+                   if progress.ocr_total and progress.ocr_done < progress.ocr_total else "")
         bar.progress(shown[0],
                      text=f"{progress.files_done}/{progress.files_total} files read, "
                           f"{progress.chunks_done}/{progress.chunks_planned} passages "
-                          f"embedded{f' · {name}' if name else ''}")
+                          f"embedded{f' · {name}' if name else ''}{reading}")
 
     report = kb.ingest(paths, on_progress=moved, within=within)
     bar.progress(1.0, text="Done")

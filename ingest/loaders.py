@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kbqa.domain import Document, Section
 from kbqa.errors import IngestError
-from kbqa.ingest.ocr import IMAGE_SUFFIXES, OcrEngine
+from kbqa.ingest.ocr import IMAGE_SUFFIXES, OcrEngine, PageFn
 from kbqa.text import CJK
 
 _BOMS: tuple[tuple[bytes, str], ...] = (
@@ -185,6 +185,7 @@ class LoadOptions:
     passwords: tuple[str, ...] = ()
     ocr: OcrEngine | None = None
     ocr_max_pages: int = 500
+    on_page: PageFn | None = None  # OCR progress of the file being read
 
 
 Loader = Callable[[Path, LoadOptions], Document]
@@ -193,7 +194,8 @@ Loader = Callable[[Path, LoadOptions], Document]
 def _pdf(path: Path, options: LoadOptions) -> Document:
     from kbqa.ingest.pdf import load_pdf
 
-    return load_pdf(path, options.passwords, options.ocr, options.ocr_max_pages)
+    return load_pdf(path, options.passwords, options.ocr, options.ocr_max_pages,
+                    options.on_page)
 
 
 def _image(path: Path, options: LoadOptions) -> Document:
@@ -202,7 +204,7 @@ def _image(path: Path, options: LoadOptions) -> Document:
     if options.ocr is None:
         raise IngestError("an image, and OCR is off (KBQA_OCR=off): turn it on to read the "
                           "text in images")
-    return load_image(path, options.ocr)
+    return load_image(path, options.ocr, options.on_page)
 
 
 def _office(path: Path, options: LoadOptions) -> Document:

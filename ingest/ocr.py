@@ -9,7 +9,7 @@ to bottom, left to right within a row) and joins lines into paragraphs by their 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,24 +171,30 @@ def image_frames(image: Any) -> Iterator[tuple[int, Any]]:
                           "as PNG or JPEG") from None
 
 
-def ocr_sections(engine: OcrEngine, pages: Iterator[tuple[int, Any]], heading: str = ""
-                 ) -> list[Section]:
-    """A section per page that has text, marked as read by OCR in its place label."""
+PageFn = Callable[[int, int], None]  # (pages read so far, pages to read)
+
+
+def ocr_sections(engine: OcrEngine, pages: Iterator[tuple[int, Any]], total: int,
+                 on_page: PageFn | None = None) -> list[Section]:
+    """A section per page that has text, marked as read by OCR in its place label;
+    `on_page` hears each page done (a long scan shows its progress)."""
     sections = []
-    for number, image in pages:
+    for done, (number, image) in enumerate(pages, start=1):
         text = "\n\n".join(paragraphs(engine.read(image)))
         if text.strip():
-            sections.append(Section(text=text, page=number, heading=heading,
-                                    location=f"page {number} (OCR)"))
+            sections.append(Section(text=text, page=number, location=f"page {number} (OCR)"))
+        if on_page is not None:
+            on_page(done, total)
     return sections
 
 
-def load_image(path: Path, engine: OcrEngine) -> Document:
+def load_image(path: Path, engine: OcrEngine, on_page: PageFn | None = None) -> Document:
     """An image file read by OCR: one section per frame (pages of a multi-page TIFF)."""
     if path.stat().st_size == 0:
         raise IngestError("empty file (0 bytes): nothing to index")
     image = open_image(path)
-    sections = ocr_sections(engine, image_frames(image))
+    sections = ocr_sections(engine, image_frames(image), int(getattr(image, "n_frames", 1)),
+                            on_page)
     if not sections:
         raise IngestError("no text found in the image (OCR read nothing): a photo or a "
                           "drawing has nothing to search; add a version with text")

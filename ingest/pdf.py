@@ -10,7 +10,13 @@ from typing import Any
 
 from kbqa.domain import Document, Section
 from kbqa.errors import IngestError
-from kbqa.ingest.ocr import MIN_TEXT_CHARS, OcrEngine, ocr_sections, pdf_page_images
+from kbqa.ingest.ocr import (
+    MIN_TEXT_CHARS,
+    OcrEngine,
+    PageFn,
+    ocr_sections,
+    pdf_page_images,
+)
 
 ENCRYPTED = ("encrypted: give the password with `python -m kbqa ingest --password ...` "
              "(or KBQA_PDF_PASSWORDS), or save a copy without one")
@@ -83,7 +89,7 @@ def open_pdf(path: Path, passwords: Sequence[str] = ()) -> Any:
 
 
 def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = None,
-             ocr_max_pages: int = 500) -> Document:
+             ocr_max_pages: int = 500, on_page: PageFn | None = None) -> Document:
     """Text per page; pages keep their 1-based numbers and the outline's heading path. Pages
     without a usable text layer (scanned) are rendered and read by `ocr`, when given."""
     from pypdf.errors import PdfReadError
@@ -126,7 +132,7 @@ def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = 
                           f"{ocr_max_pages} kbqa reads by OCR in one file (about a second "
                           "each): split the PDF, or raise KBQA_OCR_MAX_PAGES")
     if scanned and ocr is not None:
-        for section in _read_scanned(path, scanned, passwords, ocr):
+        for section in _read_scanned(path, scanned, passwords, ocr, on_page):
             assert section.page is not None
             sections[section.page] = Section(text=section.text, page=section.page,
                                              heading=headings[section.page - 1],
@@ -143,12 +149,13 @@ def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = 
 
 
 def _read_scanned(path: Path, numbers: list[int], passwords: Sequence[str],
-                  ocr: OcrEngine) -> list[Section]:
+                  ocr: OcrEngine, on_page: PageFn | None) -> list[Section]:
     """The scanned pages read by OCR; a password that opened the file opens it here too."""
     last_error: Exception | None = None
     for password in (None, *passwords):
         try:
-            return ocr_sections(ocr, pdf_page_images(path, numbers, password=password))
+            return ocr_sections(ocr, pdf_page_images(path, numbers, password=password),
+                                len(numbers), on_page)
         except IngestError:
             raise
         except Exception as exc:  # pdfium refuses a wrong password or a damaged page tree

@@ -109,6 +109,9 @@ class _Progress:
     chunks_planned_: int = 0
     chunks_done_: int = 0
     current: str = ""
+    ocr_done: int = 0
+    ocr_total: int = 0
+    pages: object = None
 
     def start(self, total_files: int) -> None:
         self.files_total = total_files
@@ -124,11 +127,27 @@ class _Progress:
     def tell(self) -> None:
         if self.callback is not None:
             self.callback(IngestProgress(self.files_done, self.files_total,
-                                         self.chunks_done_, self.chunks_planned_, self.current))
+                                         self.chunks_done_, self.chunks_planned_, self.current,
+                                         self.ocr_done, self.ocr_total))
+
+    def ocr_page(self, done: int, total: int) -> None:
+        """A scanned page was read (from the staging thread)."""
+        self.ocr_done, self.ocr_total = done, total
+        if not self.enabled:
+            return
+        if self.pages is None:
+            from tqdm.auto import tqdm
+
+            self.pages = tqdm(total=total, unit="page", desc="OCR   ", position=2)
+            self._bars.append(self.pages)
+        self.pages.total = total  # type: ignore[attr-defined]
+        self.pages.n = done  # type: ignore[attr-defined]
+        self.pages.refresh()  # type: ignore[attr-defined]
 
     def file_done(self, name: str) -> None:
         self.files_done += 1
         self.current = name
+        self.ocr_done = self.ocr_total = 0
         if self.files is not None:
             self.files.set_postfix_str(name[-40:], refresh=False)  # type: ignore[attr-defined]
             self.files.update(1)  # type: ignore[attr-defined]
@@ -249,9 +268,9 @@ def ingest_paths(
     stored = store.documents()
     known_files = {d.file: d.sha256 for d in stored}
     holders = {d.content_sha: d.file for d in stored if d.same_as is None}
-    options = LoadOptions(passwords=settings.pdf_passwords, ocr=ocr,
-                          ocr_max_pages=settings.ocr_max_pages)
     bar = _Progress(progress, on_progress)
+    options = LoadOptions(passwords=settings.pdf_passwords, ocr=ocr,
+                          ocr_max_pages=settings.ocr_max_pages, on_page=bar.ocr_page)
     bar.start(len(files))
     embedded: list[Staged] = []
     pending: list[Staged] = []
@@ -307,7 +326,7 @@ def ingest_paths(
     try:
         # Loading and chunking run in a second thread while the model encodes the
         # previous batch (torch and the tokenizer release the GIL): both cores stay busy.
-        for staged in _prefetch(files, stage):
+        for staged in _prefetch(files, stage, on_wait=bar.tell):
             bar.tell()
             pending.append(staged)
             due = time.monotonic() - last_commit >= settings.commit_every_s
@@ -344,8 +363,11 @@ CONTAINERS = (".eml", ".msg")  # files whose attachments become documents of the
 
 
 def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
-              depth: int = BATCH_FILES) -> Iterator[Staged]:
-    """Stage files in a background thread, at most `depth` ahead (bounded memory)."""
+              depth: int = BATCH_FILES, on_wait: Callable[[], None] | None = None
+              ) -> Iterator[Staged]:
+    """Stage files in a background thread, at most `depth` ahead (bounded memory);
+    `on_wait` runs in the caller's thread about twice a second while it waits (progress of
+    a long file, e.g. a scan being read page by page)."""
     results: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -375,7 +397,7 @@ def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
     worker = threading.Thread(target=work, name="kbqa-stage", daemon=True)
     worker.start()
     try:
-        while (item := results.get()) is not _DONE:
+        while (item := _next(results, on_wait)) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             yield item  # type: ignore[misc]
@@ -388,6 +410,15 @@ def _prefetch(files: Sequence[Path], stage: Callable[[Path], Staged | None],
                 results.get_nowait()
             except queue.Empty:
                 break
+
+
+def _next(results: queue.Queue[object], on_wait: Callable[[], None] | None) -> object:
+    while True:
+        try:
+            return results.get(timeout=0.5)
+        except queue.Empty:
+            if on_wait is not None:
+                on_wait()
 
 
 def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, str],

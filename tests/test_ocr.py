@@ -162,3 +162,38 @@ def test_a_scan_over_the_page_limit_is_reported_without_reading_it(tmp_path: Pat
 
     with pytest.raises(IngestError, match=r"12 pages without a text layer.*KBQA_OCR_MAX_PAGES"):
         load_pdf(scan, ocr=NeverCalled(), ocr_max_pages=10)  # type: ignore[arg-type]
+
+
+def test_each_scanned_page_is_counted_as_it_is_read() -> None:
+    from kbqa.ingest.ocr import ocr_sections
+
+    class Engine:
+        def read(self, image):
+            return [OcrLine(text=f"text of {image}", left=0, top=0, right=100, bottom=20)]
+
+    heard: list[tuple[int, int]] = []
+    sections = ocr_sections(Engine(), iter([(1, "a"), (2, "b"), (5, "c")]), 3,  # type: ignore[arg-type]
+                            lambda done, total: heard.append((done, total)))
+    assert heard == [(1, 3), (2, 3), (3, 3)]
+    assert [(s.page, s.location) for s in sections] == [(1, "page 1 (OCR)"), (2, "page 2 (OCR)"),
+                                                        (5, "page 5 (OCR)")]
+
+
+@pytest.mark.models
+def test_a_long_scan_shows_its_pages_in_the_progress(make_kb, tmp_path: Path) -> None:
+    """The chat's progress bar hears the pages of a scan while it is being read (the
+    ingest's caller is told twice a second while a file takes long)."""
+    from pypdf import PdfReader, PdfWriter
+
+    one = tmp_path / "one.pdf"
+    page(["The archive box 17 holds the 1998 contracts."], LATIN_FONT).save(one, resolution=150)
+    writer = PdfWriter()
+    for _ in range(5):
+        writer.add_page(PdfReader(one).pages[0])
+    scan = tmp_path / "archive.pdf"
+    with scan.open("wb") as out:
+        writer.write(out)
+    heard = []
+    report = make_kb().ingest(scan, on_progress=heard.append)
+    assert [Path(p).name for p in report.added] == ["archive.pdf"]
+    assert any(p.ocr_total == 5 and 0 < p.ocr_done < 5 for p in heard), heard
