@@ -195,6 +195,7 @@ def long_scan(pages: int, engine: Any, rng: random.Random) -> int:
         scan = Path(tmp) / "scan.pdf"
         with scan.open("wb") as out:
             writer.write(out)
+        engine.read(draw_page("warm up", "en", 100, False, rng))  # the model loads here
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         started = time.perf_counter()
         document = load_pdf(scan, ocr=engine, ocr_max_pages=pages)
