@@ -89,6 +89,11 @@ class DiskScope:
         return cls(not is_loopback(address), tuple(r.resolve() for r in roots),
                    models_dir.expanduser().resolve())
 
+    @property
+    def within(self) -> tuple[Path, ...] | None:
+        """What an ingest started from the browser is limited to (None: no limit)."""
+        return self.ingest_roots if self.exposed else None
+
     def folder_problem(self, folder: Path) -> str:
         """'' when the folder may be ingested, else why not and what to do."""
         if not self.exposed or _inside(folder, self.ingest_roots):

@@ -201,24 +201,23 @@ class KnowledgeBase:
         """Word similarity by the embedder, for telling a synonym from a swapped fact; with
         the automatic spaces, by the one that reads the words' script."""
         with self._parts:
-            return self._similarity or self._make_similarity()
+            if self._similarity is None:
+                self._similarity = self._make_similarity()
+            return self._similarity
 
     def _make_similarity(self) -> WordSimilarity:
-        if self._similarity is None:
-            if not self.auto_spaces:
-                self._similarity = embedding_similarity(self.embedder.encode)
-            else:
-                embedders = self.embedders()
-                by_script = {name: embedding_similarity(  # models load on first need
-                    lambda texts, name=name: embedders.get(name).encode(texts))
-                    for name in (LATIN_SPACE, CROSS_SPACE)}
+        if not self.auto_spaces:
+            return embedding_similarity(self.embedder.encode)
+        embedders = self.embedders()
+        by_script = {name: embedding_similarity(  # models load on first need
+            lambda texts, name=name: embedders.get(name).encode(texts))
+            for name in (LATIN_SPACE, CROSS_SPACE)}
 
-                def similarity(first: str, second: str) -> float:
-                    cjk = is_cjk_text(first) or is_cjk_text(second)
-                    return by_script[CROSS_SPACE if cjk else LATIN_SPACE](first, second)
+        def similarity(first: str, second: str) -> float:
+            cjk = is_cjk_text(first) or is_cjk_text(second)
+            return by_script[CROSS_SPACE if cjk else LATIN_SPACE](first, second)
 
-                self._similarity = similarity
-        return self._similarity
+        return similarity
 
     @property
     def reader(self) -> Reader | None:

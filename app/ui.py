@@ -14,7 +14,6 @@ import streamlit as st
 from kbqa.access import DiskScope, LoginThrottle, is_loopback, password_ok
 from kbqa.errors import KbqaError
 from kbqa.settings import Settings, from_env, set_by_environment
-from kbqa.shared import SharedModels
 from kbqa.ui_chat import chat_page, conversation_list
 from kbqa.ui_library import library_page
 from kbqa.ui_settings import settings_page
@@ -24,19 +23,14 @@ PAGES = ("Chat", "Library", "Settings")
 log = logging.getLogger("kbqa")
 
 
-@st.cache_resource
-def shared_models() -> SharedModels:
-    """One per server process: every knowledge base it opens uses the same loaded models."""
-    return SharedModels()
-
-
 @st.cache_resource(max_entries=1, show_spinner="Loading the knowledge base and the models…")
 def knowledge_base(signature: str) -> kbqa.KnowledgeBase:
     """One knowledge base per settings (`signature`): a settings change opens a new one (with
     the models that did not change) and drops the old one from the cache; sessions still
     answering on it finish there (nothing closes it under them), and it and the models
-    only it used are freed when the last of them lets go."""
-    kb = kbqa.open_kb(models=shared_models())
+    only it used are freed when the last of them lets go. Models come from the process's
+    one registry (`kbqa.shared.process_models`), so they are shared, not loaded again."""
+    kb = kbqa.open_kb()
     if not kb.is_empty():
         try:
             kb.warm_up()  # the first answer then starts as fast as the next

@@ -129,8 +129,7 @@ def library_page(kb: kbqa.KnowledgeBase, scope: DiskScope) -> None:
             elif not path.is_dir():
                 st.error(f"{folder} is not a folder on this machine: check the path.")
             else:
-                show_report(ingest_with_progress(
-                    kb, [path], scope.ingest_roots if scope.exposed else None))
+                show_report(ingest_with_progress(kb, [path], scope.within))
 
     st.subheader("Documents")
     if message := st.session_state.pop("library-message", None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,7 @@ def load_pdf(path: Path, passwords: Sequence[str] = (), ocr: OcrEngine | None = 
     if scanned and ocr is not None:
         for section in _read_scanned(path, scanned, passwords, ocr, on_page):
             assert section.page is not None
-            sections[section.page] = Section(text=section.text, page=section.page,
-                                             heading=headings[section.page - 1],
-                                             location=section.location)
+            sections[section.page] = replace(section, heading=headings[section.page - 1])
     if not sections:
         raise IngestError(
             "no text layer (scanned?) and OCR is off: turn it on (KBQA_OCR=on), or run OCR "

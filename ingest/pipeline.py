@@ -259,11 +259,15 @@ def ingest_paths(
     files, roots, failed = discover(paths)
     if within is not None:
         allowed = [Path(folder).resolve() for folder in within]
-        outside = [f for f in files if not any(f.resolve().is_relative_to(a) for a in allowed)]
-        failed.extend(Failure(str(f), "a link to a file outside the folders this server may "
-                                      "read: not ingested (copy the file in instead)")
-                      for f in outside)
-        files = [f for f in files if f not in outside]
+        inside = []
+        for file in files:
+            if any(file.resolve().is_relative_to(folder) for folder in allowed):
+                inside.append(file)
+            else:
+                failed.append(Failure(str(file), "a link to a file outside the folders this "
+                                                 "server may read: not ingested (copy the "
+                                                 "file in instead)"))
+        files = inside
     report = IngestReport(failed=failed)
     stored = store.documents()
     known_files = {d.file: d.sha256 for d in stored}

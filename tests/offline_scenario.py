@@ -21,12 +21,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def user_env() -> dict[str, str]:
+    """A user's environment: none of the offline switches set; kbqa must set them itself."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("HF_", "TRANSFORMERS_", "DO_NOT_TRACK", "STREAMLIT_"))}
+
+
+def add_word_and_web_page(docs: Path) -> None:
+    """A Word file and a web page: unstructured reads them, and must do it offline."""
+    import docx
+
+    guide = docx.Document()
+    guide.add_heading("Pump guide", 1)
+    guide.add_paragraph("The pump hums quietly when it is primed.")
+    guide.save(str(docs / "guide.docx"))
+    (docs / "ferry.html").write_text("<html><body><h1>Ferry</h1><p>The ferry leaves at nine "
+                                     "every morning.</p></body></html>", encoding="utf-8")
+
+
 def cli(home: Path, *args: str) -> str:
-    # A user's environment: none of the offline switches set; kbqa must set them itself.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "TRANSFORMERS_", "DO_NOT_TRACK", "STREAMLIT_"))}
     result = subprocess.run([sys.executable, "-m", "kbqa", "--home", str(home), *args],
-                            capture_output=True, text=True, env=env, timeout=900)
+                            capture_output=True, text=True, env=user_env(), timeout=900)
     if result.returncode != 0:
         raise SystemExit(f"`kbqa {' '.join(args)}` failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, SMALL_MODEL
+from offline_scenario import add_word_and_web_page, user_env
 from relay import tcp_to_unix
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -82,20 +82,11 @@ def test_guard_catches_a_real_attempt(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ingest_search_ask_open_no_connection(tmp_path: Path, docs: Path) -> None:
-    import docx
-
-    guide = docx.Document()
-    guide.add_heading("Pump guide", 1)
-    guide.add_paragraph("The pump hums quietly when it is primed.")
-    guide.save(str(docs / "guide.docx"))
-    (docs / "ferry.html").write_text("<html><body><h1>Ferry</h1><p>The ferry leaves at nine "
-                                     "every morning.</p></body></html>", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "TRANSFORMERS_", "DO_NOT_TRACK", "STREAMLIT_"))}
+    add_word_and_web_page(docs)
     result = subprocess.run(
         [sys.executable, "-c", GUARD + SCRIPT, str(tmp_path / "home"), str(docs),
          str(SMALL_MODEL)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=user_env(), timeout=600,
     )
     assert "NETWORK ATTEMPT" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -126,14 +117,7 @@ def test_cli_and_served_app_send_no_packet_in_a_network_namespace(tmp_path: Path
     if runner is None:
         pytest.skip("no network namespace here (unshare -n needs root, unshare -rn user "
                     "namespaces): the Python-level guard test above still ran")
-    import docx
-
-    guide = docx.Document()
-    guide.add_heading("Pump guide", 1)
-    guide.add_paragraph("The pump hums quietly when it is primed.")
-    guide.save(str(docs / "guide.docx"))
-    (docs / "ferry.html").write_text("<html><body><h1>Ferry</h1><p>The ferry leaves at nine "
-                                     "every morning.</p></body></html>", encoding="utf-8")
+    add_word_and_web_page(docs)
     from PIL import Image, ImageDraw, ImageFont
 
     scan = Image.new("RGB", (1200, 300), "white")  # a scanned note, for the OCR model
