@@ -25,11 +25,13 @@ class Section:
     heading: str = ""
     location: str = ""
     table: bool = False
+    scan: Scan | None = None  # the page was read by OCR: its lines and their boxes
 
 
 @dataclass(frozen=True)
 class OcrLine:
-    """A line of text the OCR model read, with its box on the page image (pixels)."""
+    """A line of text the OCR model read, with its box on the page image (pixels, or
+    fractions of the page's width and height once stored: see `Scan.normalized`)."""
 
     text: str
     left: float
@@ -45,6 +47,22 @@ class OcrLine:
     @property
     def middle(self) -> float:
         return (self.top + self.bottom) / 2
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The lines OCR read on one page image, in reading order, and the image's size: kept
+    so a citation can show the page with the lines that support it outlined."""
+
+    width: float
+    height: float
+    lines: tuple[OcrLine, ...]
+
+    def normalized(self) -> tuple[OcrLine, ...]:
+        """The boxes as fractions of the page (0-1): they fit the page drawn at any size."""
+        w, h = max(self.width, 1.0), max(self.height, 1.0)
+        return tuple(OcrLine(ln.text, ln.left / w, ln.top / h, ln.right / w, ln.bottom / h,
+                             ln.score) for ln in self.lines)
 
 
 @dataclass(frozen=True)

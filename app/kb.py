@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.conversations import Conversations
-from kbqa.domain import Answer, Chunk, Hit, IngestReport, KbStats
+from kbqa.domain import Answer, Chunk, Citation, Hit, IngestReport, KbStats, OcrLine
 from kbqa.errors import IndexMissing, ModelBusy
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex
@@ -37,6 +37,7 @@ from kbqa.llm.facts import WordSimilarity
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
 from kbqa.llm.prompts import prefix
 from kbqa.llm.reader import Reader, model_reader
+from kbqa.preview import PAGE_IMAGE_WIDTH, outlined_png, page_picture, supporting_lines
 from kbqa.retrieval.filters import validate_filters
 from kbqa.retrieval.lexical import TermMatcher
 from kbqa.retrieval.rerank import CrossEncoderReranker
@@ -401,6 +402,30 @@ class KnowledgeBase:
     def passages(self, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
         """Stored chunks by id (a citation's whole passage, for the source viewer)."""
         return self.store.chunks_by_id(chunk_ids)
+
+    def scan_lines(self, chunk_id: int) -> list[OcrLine]:
+        """The OCR lines of a cited chunk's page (boxes in fractions of the page); empty
+        unless the page was read by OCR."""
+        return self.store.scan_lines(chunk_id)
+
+    def file_of(self, source: str) -> Path:
+        """The file on disk a cited source came from (an attachment's message)."""
+        stored = self.store.document_by_path(source)
+        return Path(stored.file if stored is not None and stored.file else source)
+
+    def scan_view(self, citation: Citation, width: int = PAGE_IMAGE_WIDTH) -> bytes | None:
+        """The scanned page a citation points at, as PNG, with the recognised lines that
+        hold its quote outlined; None when the page was not read by OCR or its file is gone.
+        """
+        lines = self.scan_lines(citation.chunk_id)
+        if not lines or citation.page is None:
+            return None
+        picture = page_picture(citation.source, self.file_of(citation.source), citation.page,
+                               width)
+        if picture is None:
+            return None
+        chosen = supporting_lines(lines, citation.quote)
+        return outlined_png(picture, [lines[i] for i in chosen], width)
 
     def stats(self) -> KbStats:
         documents, chunks = self.store.counts()

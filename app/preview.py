@@ -1,20 +1,24 @@
-"""What the chat shows of a source: the passage with its supporting span marked, a PDF
-page as an image, and an answer as Markdown to copy. Pure except `render_pdf_page`."""
+"""What the chat shows of a source: the passage with its supporting span marked, the page
+as an image (a scan with the recognised lines that support the answer outlined), and an
+answer as Markdown to copy. Pure except the page readers (`page_picture`)."""
 
 from __future__ import annotations
 
 import html
 import io
 import re
-import threading
 from pathlib import Path
+from typing import Any
 
-from kbqa.domain import Answer, Citation
+from kbqa.domain import Answer, Citation, OcrLine
+from kbqa.ingest.mail import ATTACHMENT_SEPARATOR, attachment_bytes
+from kbqa.ingest.ocr import IMAGE_SUFFIXES, PDFIUM, image_frames, open_image
 from kbqa.llm.citations import flag_marker
 
 PAGE_IMAGE_WIDTH = 900  # pixels: readable in the chat's column, small to send
-# PDFium is not thread-safe, and each browser session runs in a thread of its own.
-_PDFIUM = threading.Lock()
+MIN_QUOTE_KEY = 4  # letters or digits: a shorter piece of a quote would match anywhere
+OUTLINE = (230, 120, 0)  # the box around a supporting line (orange), and its fill
+FILL = (255, 210, 0, 90)
 
 
 # Markdown that would make the browser fetch or open an address. An answer is the model's
@@ -118,29 +122,97 @@ def answer_markdown(answer: Answer) -> str:
     return "\n".join(lines)
 
 
-def render_pdf_page(path: Path, page: int, width: int = PAGE_IMAGE_WIDTH) -> bytes | None:
-    """The PDF page (1-based) as PNG bytes, rendered locally; None when the file is gone,
-    not a PDF, locked or has no such page (the passage is still shown)."""
-    if path.suffix.lower() != ".pdf" or not path.is_file() or page < 1:
+def supporting_lines(lines: list[OcrLine], quote: str) -> list[int]:
+    """The indexes of the OCR lines (reading order) that hold the quote: each piece of it
+    ("a … b" has two) is found in the page's letters and digits, so the spaces and
+    punctuation OCR and the chunker put in or left out do not matter.
+
+    Example: supporting_lines([OcrLine("The pump is", ...), OcrLine("serviced yearly.", ...),
+             OcrLine("Other text", ...)], "pump is serviced yearly") == [0, 1]
+    """
+    letters: list[str] = []
+    owner: list[int] = []
+    for number, line in enumerate(lines):
+        for char in line.text.lower():
+            if char.isalnum():
+                letters.append(char)
+                owner.append(number)
+    page = "".join(letters)
+    found: set[int] = set()
+    for piece in re.split(r"…", quote):
+        key = "".join(c for c in piece.lower() if c.isalnum())
+        at = page.find(key) if len(key) >= MIN_QUOTE_KEY else -1
+        if at >= 0:
+            found.update(owner[at:at + len(key)])
+    return sorted(found)
+
+
+def outlined_png(picture: Any, boxes: list[OcrLine], width: int = PAGE_IMAGE_WIDTH) -> bytes:
+    """The page image scaled to `width` (never up) with each box (fractions of the page)
+    filled light yellow and outlined in orange, as PNG bytes."""
+    from PIL import Image, ImageDraw
+
+    page = picture.convert("RGB")
+    if page.width > width:
+        page = page.resize((width, max(1, round(page.height * width / page.width))))
+    if boxes:
+        layer = Image.new("RGBA", page.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        pad = max(2, page.width // 300)
+        for box in boxes:
+            shape = (box.left * page.width - pad, box.top * page.height - pad,
+                     box.right * page.width + pad, box.bottom * page.height + pad)
+            draw.rectangle(shape, fill=FILL, outline=(*OUTLINE, 255), width=pad)
+        page = Image.alpha_composite(page.convert("RGBA"), layer).convert("RGB")
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def page_picture(source: str, file: Path, page: int, width: int = PAGE_IMAGE_WIDTH
+                 ) -> Any | None:
+    """The cited page as a PIL image, read locally: a PDF page rendered, a frame of an image
+    file, or either inside an e-mail (`source` "mail.eml › scan.png", `file` the message).
+    None when the file is gone, changed shape, is locked or is not a page at all (the
+    passage is still shown)."""
+    if page < 1 or not file.is_file():
+        return None
+    name = source.rsplit(ATTACHMENT_SEPARATOR, 1)[-1] if source != str(file) else file.name
+    suffix = Path(name).suffix.lower()
+    if suffix != ".pdf" and suffix not in IMAGE_SUFFIXES:
         return None
     try:
-        with _PDFIUM:
-            return _render_page(path, page, width)
+        data: Any = file
+        if source != str(file):
+            data = attachment_bytes(file, source)
+            if data is None:
+                return None
+            data = io.BytesIO(data)
+        if suffix == ".pdf":
+            return _pdf_page(data if isinstance(data, Path) else data.getvalue(), page, width)
+        return next((frame for number, frame in image_frames(open_image(data))
+                     if number == page), None)
     except Exception:  # an unreadable page must not break the answer view
         return None
 
 
-def _render_page(path: Path, page: int, width: int) -> bytes | None:
+def _pdf_page(data: Path | bytes, page: int, width: int) -> Any | None:
     import pypdfium2
 
-    document = pypdfium2.PdfDocument(str(path))
-    try:
-        if page > len(document):
-            return None
-        sheet = document[page - 1]
-        image = sheet.render(scale=width / max(sheet.get_width(), 1.0)).to_pil()
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-        return buffer.getvalue()
-    finally:
-        document.close()
+    with PDFIUM:
+        document = pypdfium2.PdfDocument(data if isinstance(data, bytes) else str(data))
+        try:
+            if page > len(document):
+                return None
+            sheet = document[page - 1]
+            return sheet.render(scale=width / max(sheet.get_width(), 1.0)).to_pil()
+        finally:
+            document.close()
+
+
+def render_pdf_page(path: Path, page: int, width: int = PAGE_IMAGE_WIDTH) -> bytes | None:
+    """The PDF page (1-based) as PNG bytes; None when it cannot be shown."""
+    if path.suffix.lower() != ".pdf":
+        return None
+    picture = page_picture(str(path), path, page, width)
+    return outlined_png(picture, [], width) if picture is not None else None

@@ -29,8 +29,18 @@ def page_image(path: str, page: int, modified: float) -> bytes | None:
     return render_pdf_page(Path(path), page)
 
 
-def show_source(cite: Citation, chunk: Chunk | None) -> None:
-    """File, place, the whole passage with the supporting span marked, and the PDF page.
+@st.cache_data(max_entries=64, show_spinner=False)
+def scan_image(_kb: kbqa.KnowledgeBase, database: str, source: str, page: int, chunk_id: int,
+               quote: str, modified: float) -> bytes | None:
+    """A scanned page with the lines that hold the quote outlined, cached per knowledge
+    base (`database`), citation and file version (`modified`)."""
+    return _kb.scan_view(Citation(source=source, page=page, quote=quote, chunk_id=chunk_id,
+                                  score=0.0))
+
+
+def show_source(kb: kbqa.KnowledgeBase, cite: Citation, chunk: Chunk | None) -> None:
+    """File, place, the whole passage with the supporting span marked, and the page: a
+    scan with the recognised lines that support the answer outlined, or the PDF page.
     `chunk` is the stored chunk the citation names, if it is still there."""
     path = Path(cite.source)
     st.markdown(f"**{path.name}**" + (f" · {cite.place}" if cite.place else ""))
@@ -41,7 +51,16 @@ def show_source(cite: Citation, chunk: Chunk | None) -> None:
                and highlight_found(chunk.text, cite.quote) else cite.quote)
     st.markdown(f'<div style="font-size:0.92em;line-height:1.5">{highlight(passage, cite.quote)}'
                 "</div>", unsafe_allow_html=True)
-    if cite.page and path.suffix.lower() == ".pdf" and path.is_file():
+    if not cite.page:
+        return
+    origin = kb.file_of(cite.source)
+    scan = scan_image(kb, kb.settings.db_url, cite.source, cite.page, cite.chunk_id, cite.quote,
+                      origin.stat().st_mtime if origin.is_file() else 0.0)
+    if scan:
+        with st.container(border=True):
+            st.image(scan, caption=f"{path.name}, page {cite.page}, read by OCR: the lines "
+                                   "that hold the quote are outlined")
+    elif path.suffix.lower() == ".pdf" and path.is_file():
         image = page_image(str(path), cite.page, path.stat().st_mtime)
         if image:
             with st.container(border=True):
@@ -67,7 +86,7 @@ def show_answer(kb: kbqa.KnowledgeBase, answer: Answer) -> None:
     with st.container(horizontal=True):
         for number, cite in enumerate(answer.citations, start=1):
             with st.popover(chip_label(number, cite)):
-                show_source(cite, stored.get(cite.chunk_id))
+                show_source(kb, cite, stored.get(cite.chunk_id))
         with st.popover("Copy", icon=":material/content_copy:"):
             st.caption("The answer and its sources as Markdown (copy button on the right)")
             st.code(answer_markdown(answer), language="markdown")

@@ -13,11 +13,18 @@ Printed per language and condition: character error rate (Levenshtein distance o
 reference length; whitespace removed for Chinese, collapsed for English), pages per second,
 and kbqa's peak memory.
 
+Then questions about those pages (--qa N pages per language, one question each, from the
+same data sets; the page holds the answer): the pages go into a fresh knowledge base three
+times, as a PDF with a text layer (the same lines in a standard font; STSong-Light for
+Chinese), as a clean 200-dpi scan and as a noisy scan, and every question is asked through
+`kbqa.ask` with the default models. Printed per language and version: the share answered
+(not refused) and cited to the right page, and the share whose answer holds the gold answer.
+
 With --scan-pages N (say 500) it instead reads one N-page image-only PDF (one scanned page
 repeated) through `load_pdf` and prints the time and this process's peak memory: pages are
 rendered and read one at a time, so memory must not grow with the page count.
 
-Usage: python bench/ocr.py [--pages 6] [--seed 5] [--scan-pages 500]
+Usage: python bench/ocr.py [--pages 6] [--qa 20] [--seed 5] [--scan-pages 500]
 """
 
 from __future__ import annotations
@@ -117,6 +124,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=6, help="pages per language and condition")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--qa", type=int, default=20,
+                        help="pages with a question each, per language (0: no questions)")
     parser.add_argument("--scan-pages", type=int, default=0,
                         help="read one scan of this many pages, for time and memory")
     args = parser.parse_args()
@@ -125,12 +134,23 @@ def main() -> int:
             print(f"bench-ocr: {needed} is missing (shared data, or `make fonts`)",
                   file=sys.stderr)
             return 2
-    from kbqa.ingest.ocr import RENDER_DPI, OcrEngine
-    from kbqa.ingest.pdf import load_pdf
+    from kbqa.ingest.ocr import OcrEngine
 
     engine = OcrEngine()
     if args.scan_pages:
         return long_scan(args.scan_pages, engine, random.Random(args.seed))
+    if args.pages:
+        character_errors(args, engine)
+    if args.qa:
+        questions_on_scans(args.qa, random.Random(args.seed))
+    return 0
+
+
+def character_errors(args: argparse.Namespace, engine: Any) -> None:
+    """The CER table: kbqa's OCR through load_pdf against tesseract on the same pages."""
+    from kbqa.ingest.ocr import RENDER_DPI
+    from kbqa.ingest.pdf import load_pdf
+
     tesseract = shutil.which("tesseract")
     rng = random.Random(args.seed)
     rows = []
@@ -178,7 +198,74 @@ def main() -> int:
         print(f"| {language} | {name} | {count} | {mean:.2%} / {worst:.2%} | {rate:.2f} | "
               f"{theirs_text} |")
     print(f"\npeak memory of this process (kbqa's OCR): {peak:.0f} MiB")
-    return 0
+
+
+def qa_pages(language: str, count: int, rng: random.Random) -> list[tuple[str, str, list[str]]]:
+    """(paragraph, question, gold answers): one paragraph of a page's length from each of
+    `count` articles, with its first question whose answer is in it."""
+    data = json.loads((SQUAD if language == "en" else CMRC).read_text(encoding="utf-8"))
+    low, high = (400, 900) if language == "en" else (250, 500)
+    items = []
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            text = paragraph["context"]
+            qas = [q for q in paragraph["qas"]
+                   if any(a["text"] and a["text"] in text for a in q["answers"])]
+            if low <= len(text) <= high and qas:
+                items.append((text, qas[0]["question"], [a["text"] for a in qas[0]["answers"]]))
+                break  # one per article: no two pages answer the same question
+    return rng.sample(items, count)
+
+
+def questions_on_scans(count: int, rng: random.Random) -> None:
+    """The same pages with a text layer and scanned: answered and cited to the right page
+    through `kbqa.ask` as often?"""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import kbqa
+    from answer import holds, shown_answer
+    from pdfgen import write_pdf
+    from PIL import ImageFont
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kbqa-ocr-qa-") as tmp:
+        folder = Path(tmp)
+        for language in ("en", "zh"):
+            items = qa_pages(language, count, rng)
+            font = ImageFont.truetype(str(FONTS[language]), round(11 / 72 * 200))
+            lines = [wrap(text, font, round((A4_INCHES[0] - 2) * 200), language)
+                     for text, _, _ in items]
+            versions = {"text layer": write_pdf(folder / f"{language}-text.pdf", lines,
+                                                unicode=True)}
+            for name, noisy in (("scan, clean 200 dpi", False), ("scan, noisy 200 dpi", True)):
+                pages = [draw_page(text, language, 200, noisy, rng) for text, _, _ in items]
+                pdf = folder / f"{language}-{'noisy' if noisy else 'clean'}.pdf"
+                pages[0].save(pdf, resolution=200, save_all=True, append_images=pages[1:])
+                versions[name] = pdf
+            kind = "squad" if language == "en" else "cmrc"
+            for name, pdf in versions.items():
+                kb = kbqa.open_kb(folder / f"home-{pdf.stem}")
+                report = kb.ingest([pdf])
+                if report.failed:
+                    print(f"  {pdf.name}: {report.failed[0].reason}", file=sys.stderr)
+                cited = held = 0
+                started = time.perf_counter()
+                for number, (_, question, golds) in enumerate(items, start=1):
+                    answer = kbqa.ask(question, kb=kb)
+                    right_page = any(c.page == number and Path(c.source) == pdf
+                                     for c in answer.citations)
+                    cited += not answer.refused and right_page
+                    held += not answer.refused and holds(kind, shown_answer(answer), golds)
+                seconds = (time.perf_counter() - started) / len(items)
+                kb.close()
+                rows.append([language, name, str(len(items)), f"{cited / len(items):.0%}",
+                             f"{held / len(items):.0%}", f"{seconds:.1f}"])
+                print(f"  {language} {name}: cited to the right page {rows[-1][3]}", flush=True)
+    from speed import table
+
+    table(f"Questions about the pages through kbqa.ask (default models, one knowledge base per "
+          f"version; {count} pages of one paragraph each per language, a question per page)",
+          ["language", "version", "questions", "answered, cited to the right page",
+           "answer holds the gold answer", "s/question"], rows)
 
 
 def long_scan(pages: int, engine: Any, rng: random.Random) -> int:

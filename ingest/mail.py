@@ -84,22 +84,32 @@ def _html_sections(html: str, subject: str) -> list[Section]:
             for s in sections]
 
 
-def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix: Loader
-                 ) -> list[Attachment]:
+def attachment_files(path: Path, files: Sequence[tuple[str, bytes]]
+                     ) -> list[tuple[str, bytes]]:
+    """(source name, bytes) of the attachments in a format kbqa reads; the name is what
+    citations show ("mail.eml › report.pdf"; a second "report.pdf" is "report (2).pdf")."""
     from kbqa.ingest.loaders import LOADERS
 
+    named: list[tuple[str, bytes]] = []
+    for number, (name, data) in enumerate(files, start=1):
+        safe = PurePath(name.replace("\\", "/")).name or f"attachment-{number}"
+        if Path(safe).suffix.lower() not in LOADERS or not data:
+            continue  # pictures, audio, signatures: named in the header section only
+        source = f"{path}{ATTACHMENT_SEPARATOR}{safe}"
+        if any(known == source for known, _ in named):  # two attachments, one name
+            source = f"{path}{ATTACHMENT_SEPARATOR}{Path(safe).stem} ({number})" \
+                     f"{Path(safe).suffix}"
+        named.append((source, data))
+    return named
+
+
+def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix: Loader
+                 ) -> list[Attachment]:
     found: list[Attachment] = []
     with tempfile.TemporaryDirectory(prefix="kbqa-attachment-") as tmp:
-        for number, (name, data) in enumerate(files, start=1):
-            safe = PurePath(name.replace("\\", "/")).name or f"attachment-{number}"
-            if Path(safe).suffix.lower() not in LOADERS or not data:
-                continue  # pictures, audio, signatures: named in the header section only
-            source = f"{path}{ATTACHMENT_SEPARATOR}{safe}"
-            if any(a.name == source for a in found):  # two attachments, one name
-                source = f"{path}{ATTACHMENT_SEPARATOR}{Path(safe).stem} ({number})" \
-                         f"{Path(safe).suffix}"
+        for number, (source, data) in enumerate(attachment_files(path, files), start=1):
             digest = hashlib.sha256(data).hexdigest()
-            target = Path(tmp) / f"{number}-{safe}"
+            target = Path(tmp) / f"{number}-{PurePath(source).name}"
             target.write_bytes(data)
             try:
                 loaded = load_by_suffix(target)
@@ -109,6 +119,18 @@ def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix:
             found.append(Attachment(name=source, sha256=digest,
                                     document=replace(loaded, source=source)))
     return found
+
+
+def attachment_bytes(path: Path, source: str) -> bytes | None:
+    """The bytes of the attachment a citation names (to show a scanned attachment's page),
+    read again from its message; None when the message is gone or no longer holds it."""
+    try:
+        mail = read_msg(path) if path.suffix.lower() == ".msg" else \
+            read_eml(_eml_bytes(path.read_bytes()))
+    except Exception:  # a message moved, changed or no longer readable: no page to show
+        return None
+    return next((data for name, data in attachment_files(path, mail.files) if name == source),
+                None)
 
 
 # -- .eml ------------------------------------------------------------------------------------
@@ -174,19 +196,24 @@ def _decoded(data: bytes) -> str:
         return ""
 
 
+def _eml_bytes(data: bytes) -> bytes:
+    """The message as UTF-8 bytes when it was saved as UTF-16/32 or with a BOM."""
+    if b"\x00" in data[:4096] or data[:3] == b"\xef\xbb\xbf":
+        from kbqa.ingest.loaders import decode_text
+
+        return decode_text(data).encode("utf-8")
+    return data
+
+
 def load_eml(path: Path, load_by_suffix: Loader) -> Document:
     data = path.read_bytes()
     if not data.strip():
         raise IngestError("empty file: nothing to index")
-    if b"\x00" in data[:4096] or data[:3] == b"\xef\xbb\xbf":  # UTF-16/32, or a BOM
-        from kbqa.ingest.loaders import decode_text
-
-        data = decode_text(data).encode("utf-8")
-    return mail_document(path, read_eml(data), load_by_suffix, "eml")
+    return mail_document(path, read_eml(_eml_bytes(data)), load_by_suffix, "eml")
 
 
 # -- .msg ------------------------------------------------------------------------------------
-def load_msg(path: Path, load_by_suffix: Loader) -> Document:
+def read_msg(path: Path) -> Mail:
     try:
         from oxmsg import Message as OutlookMessage
     except ImportError:
@@ -206,10 +233,13 @@ def load_msg(path: Path, load_by_suffix: Loader) -> Document:
                ("To", str(raw.get("To") or "")), ("Cc", str(raw.get("Cc") or "")),
                ("Date", str(raw.get("Date") or message.sent_date or "")),
                ("Subject", message.subject or "")]
-    mail = Mail(headers=[(n, " ".join(v.split())) for n, v in headers],
+    return Mail(headers=[(n, " ".join(v.split())) for n, v in headers],
                 subject=message.subject or "", body=message.body or "",
                 html=_html_text(message.html_body), files=files)
-    return mail_document(path, mail, load_by_suffix, "msg")
+
+
+def load_msg(path: Path, load_by_suffix: Loader) -> Document:
+    return mail_document(path, read_msg(path), load_by_suffix, "msg")
 
 
 def _html_text(html: str | bytes | None) -> str:

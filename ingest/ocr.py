@@ -2,8 +2,9 @@
 recognition, Chinese and English, ONNX models shipped inside the `rapidocr` wheel) on
 onnxruntime. Nothing is downloaded; the engine loads on the first page that needs it.
 
-Recognised lines keep their boxes; `paragraphs` puts them back in reading order (rows top
-to bottom, left to right within a row) and joins lines into paragraphs by their spacing.
+Recognised lines keep their boxes (a citation outlines them on the page); `reading_rows`
+puts them back in reading order (rows top to bottom, left to right within a row) and
+`paragraphs` joins the rows into paragraphs by their spacing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from kbqa.domain import Document, OcrLine, Section
+from kbqa.domain import Document, OcrLine, Scan, Section
 from kbqa.errors import IngestError, ModelMissing
 from kbqa.text import is_cjk
 
@@ -30,6 +31,9 @@ MAX_PIXELS = 60_000_000
 # Lines the recogniser itself doubts are dropped.
 MIN_LINE_SCORE = 0.5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# PDFium is not thread-safe: an ingest renders scanned pages while a chat session (a thread
+# of its own) renders a cited page; every PDFium call takes this lock.
+PDFIUM = threading.Lock()
 
 
 class OcrEngine:
@@ -81,23 +85,29 @@ class OcrEngine:
         return lines
 
 
-def paragraphs(lines: Sequence[OcrLine]) -> list[str]:
-    """Lines in reading order, joined into paragraphs: lines whose vertical middles fall in
-    one band form a row (read left to right); a gap between rows larger than the line
-    height starts a new paragraph. CJK lines join without a space.
-
-    Example: two lines 40 px apart and 30 px high, then one 200 px lower -> 2 paragraphs
-    """
+def reading_rows(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:
+    """Lines in reading order: lines whose vertical middles fall in one band form a row,
+    rows top to bottom, each read left to right."""
     rows: list[list[OcrLine]] = []
     for line in sorted(lines, key=lambda ln: (ln.middle, ln.left)):
         if rows and abs(line.middle - rows[-1][0].middle) <= 0.5 * line.height:
             rows[-1].append(line)
         else:
             rows.append([line])
-    out: list[str] = []
-    previous: list[OcrLine] | None = None
     for row in rows:
         row.sort(key=lambda ln: ln.left)
+    return rows
+
+
+def paragraphs(rows: Sequence[Sequence[OcrLine]]) -> list[str]:
+    """Rows (`reading_rows`) joined into paragraphs: a gap between rows larger than the
+    line height starts a new paragraph. CJK lines join without a space.
+
+    Example: two lines 40 px apart and 30 px high, then one 200 px lower -> 2 paragraphs
+    """
+    out: list[str] = []
+    previous: Sequence[OcrLine] | None = None
+    for row in rows:
         text = _join([ln.text for ln in row], " ")
         height = max(ln.height for ln in row)
         top = min(ln.top for ln in row)
@@ -123,16 +133,20 @@ def pdf_page_images(path: Path, numbers: Sequence[int], dpi: int = RENDER_DPI,
     500-page scan never holds more than one page in memory)."""
     import pypdfium2
 
-    document = pypdfium2.PdfDocument(str(path), password=password)
+    with PDFIUM:
+        document = pypdfium2.PdfDocument(str(path), password=password)
     try:
         for number in numbers:
-            page = document[number - 1]
-            try:
-                yield number, page.render(scale=dpi / 72).to_pil()
-            finally:
-                page.close()
+            with PDFIUM:
+                page = document[number - 1]
+                try:
+                    image = page.render(scale=dpi / 72).to_pil()
+                finally:
+                    page.close()
+            yield number, image
     finally:
-        document.close()
+        with PDFIUM:
+            document.close()
 
 
 def open_image(path: Path) -> Any:
@@ -176,13 +190,18 @@ PageFn = Callable[[int, int], None]  # (pages read so far, pages to read)
 
 def ocr_sections(engine: OcrEngine, pages: Iterator[tuple[int, Any]], total: int,
                  on_page: PageFn | None = None) -> list[Section]:
-    """A section per page that has text, marked as read by OCR in its place label;
-    `on_page` hears each page done (a long scan shows its progress)."""
+    """A section per page that has text, marked as read by OCR in its place label and
+    keeping the lines' boxes (`Scan`); `on_page` hears each page done (a long scan shows
+    its progress)."""
     sections = []
     for done, (number, image) in enumerate(pages, start=1):
-        text = "\n\n".join(paragraphs(engine.read(image)))
+        rows = reading_rows(engine.read(image))
+        text = "\n\n".join(paragraphs(rows))
         if text.strip():
-            sections.append(Section(text=text, page=number, location=f"page {number} (OCR)"))
+            width, height = image.size
+            scan = Scan(float(width), float(height), tuple(ln for row in rows for ln in row))
+            sections.append(Section(text=text, page=number, location=f"page {number} (OCR)",
+                                    scan=scan))
         if on_page is not None:
             on_page(done, total)
     return sections

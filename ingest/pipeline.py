@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
-from kbqa.domain import ChunkDraft, Document, Failure, IngestProgress, IngestReport
+from kbqa.domain import ChunkDraft, Document, Failure, IngestProgress, IngestReport, Scan
 from kbqa.errors import EmbedderMismatch, IngestError
 from kbqa.ingest.chunking import chunk_sections
 from kbqa.ingest.embed import Embedder
@@ -54,6 +54,7 @@ class StagedDocument:
     alias: bool = False  # identical to a stored document: no chunks of its own
     # Per vector space, one row per draft; a row of zeros where the space holds no vector.
     vectors: dict[str, np.ndarray] | None = None
+    scans: list[tuple[int, Scan]] = field(default_factory=list)  # (page, its OCR lines)
 
 
 @dataclass
@@ -443,7 +444,7 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
         documents = [StagedDocument(name, sha, document.kind, None, [], alias=True)]
     else:
         documents = [StagedDocument(name, sha, document.kind, document.pages,
-                                    _chunk(document, embedders, settings))]
+                                    _chunk(document, embedders, settings), scans=_scans(document))]
     for attachment in document.attachments:
         if attachment.document is None:
             report.failed.append(Failure(attachment.name, attachment.error))
@@ -456,10 +457,16 @@ def _stage(path: Path, sha: str, size: int, is_update: bool, holders: dict[str, 
             if drafts:
                 documents.append(StagedDocument(attachment.name, attachment.sha256,
                                                 attachment.document.kind,
-                                                attachment.document.pages, drafts))
+                                                attachment.document.pages, drafts,
+                                                scans=_scans(attachment.document)))
     if not documents[0].drafts and not documents[0].alias:
         raise IngestError("no text to index after chunking")
     return Staged(name, sha, size, is_update, documents)
+
+
+def _scans(document: Document) -> list[tuple[int, Scan]]:
+    return [(s.page, s.scan) for s in document.sections
+            if s.scan is not None and s.page is not None]
 
 
 def _chunk(document: Document, embedders: Embedders, settings: Settings) -> list[ChunkDraft]:
@@ -645,7 +652,7 @@ def _put(store: Store, session: Session, state: IngestState, item: Staged,
     ids = store.put_document(session, path=doc.path, file=item.file, sha256=item.sha256,
                              content_sha=doc.content_sha, size=item.size, kind=doc.kind,
                              pages=holder.pages if holder else doc.pages, drafts=doc.drafts,
-                             same_as=holder.id if holder else None)
+                             same_as=holder.id if holder else None, scans=doc.scans)
     if doc.drafts:
         if doc.vectors is None:
             raise RuntimeError(f"{doc.path} reached commit without vectors")

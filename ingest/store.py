@@ -11,10 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kbqa.domain import Chunk, ChunkDraft
+from kbqa.domain import Chunk, ChunkDraft, OcrLine, Scan
 from kbqa.retrieval.lexical import FTS5_TOKENIZER, TERMS_VERSION, index_terms, searchable
 from sqlalchemy import (
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -70,6 +71,25 @@ class ChunkRow(Base):
     heading: Mapped[str] = mapped_column(Text, default="")
     location: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text)
+
+
+class ScanLineRow(Base):
+    """A line OCR read on a page, its box in fractions of the page image (0-1): what a
+    citation outlines on the scan."""
+
+    __tablename__ = "scan_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    page: Mapped[int] = mapped_column(Integer)
+    line: Mapped[int] = mapped_column(Integer)  # reading order on the page
+    text: Mapped[str] = mapped_column(Text)
+    left: Mapped[float] = mapped_column(Float)
+    top: Mapped[float] = mapped_column(Float)
+    right: Mapped[float] = mapped_column(Float)
+    bottom: Mapped[float] = mapped_column(Float)
 
 
 class MetaRow(Base):
@@ -172,6 +192,7 @@ class Store:
             if self.lexical:
                 session.execute(text("DELETE FROM chunk_terms"))
             session.execute(delete(ChunkRow))
+            session.execute(delete(ScanLineRow))
             session.execute(delete(DocumentRow))
             session.execute(delete(MetaRow))
             if self.lexical:
@@ -271,6 +292,19 @@ class Store:
             for chunk, path in session.execute(query.execution_options(yield_per=1000)):
                 yield _to_chunk(chunk, path)
 
+    def scan_lines(self, chunk_id: int) -> list[OcrLine]:
+        """The OCR lines of the page a chunk came from, in reading order, boxes in fractions
+        of the page; empty when the page was not read by OCR."""
+        with self._sessions() as session:
+            chunk = session.get(ChunkRow, chunk_id)
+            if chunk is None or chunk.page is None:
+                return []
+            rows = session.scalars(select(ScanLineRow)
+                                   .where(ScanLineRow.document_id == chunk.document_id,
+                                          ScanLineRow.page == chunk.page)
+                                   .order_by(ScanLineRow.line))
+            return [OcrLine(r.text, r.left, r.top, r.right, r.bottom) for r in rows]
+
     # -- writes (inside `transaction()`) ------------------------------------------------
     @staticmethod
     def set_meta(session: Session, key: str, value: str) -> None:
@@ -296,8 +330,9 @@ class Store:
                                 .order_by(DocumentRow.id)).all()
         if heirs:  # an identical copy stays: it takes over the chunks, no re-embedding
             heir = heirs[0]
-            session.execute(update(ChunkRow).where(ChunkRow.document_id == doc.id)
-                            .values(document_id=heir.id))
+            for table in (ChunkRow, ScanLineRow):
+                session.execute(update(table).where(table.document_id == doc.id)
+                                .values(document_id=heir.id))
             heir.same_as, heir.chunk_count, heir.pages = None, doc.chunk_count, doc.pages
             for other in heirs[1:]:
                 other.same_as = heir.id
@@ -305,6 +340,7 @@ class Store:
             return []
         ids = list(session.scalars(select(ChunkRow.id).where(ChunkRow.document_id == doc.id)))
         session.execute(delete(ChunkRow).where(ChunkRow.document_id == doc.id))
+        session.execute(delete(ScanLineRow).where(ScanLineRow.document_id == doc.id))
         return ids
 
     @staticmethod
@@ -327,8 +363,10 @@ class Store:
         pages: int | None,
         drafts: Sequence[ChunkDraft],
         same_as: int | None = None,
+        scans: Sequence[tuple[int, Scan]] = (),
     ) -> list[int]:
-        """Insert a document with its chunks; returns the new chunk ids in draft order."""
+        """Insert a document with its chunks and the OCR lines of its scanned pages (page
+        number, scan); returns the new chunk ids in draft order."""
         doc = DocumentRow(path=path, file=file, sha256=sha256, content_sha=content_sha,
                           same_as=same_as, size=size, kind=kind, pages=pages,
                           chunk_count=len(drafts), ingested_at=datetime.now(timezone.utc))
@@ -337,6 +375,10 @@ class Store:
         rows = [ChunkRow(document_id=doc.id, ordinal=d.ordinal, page=d.page,
                          heading=d.heading, location=d.location, text=d.text) for d in drafts]
         session.add_all(rows)
+        session.add_all(ScanLineRow(document_id=doc.id, page=page, line=number, text=ln.text,
+                                    left=ln.left, top=ln.top, right=ln.right, bottom=ln.bottom)
+                        for page, scan in scans
+                        for number, ln in enumerate(scan.normalized()))
         session.flush()
         if session.get_bind().dialect.name == "sqlite":
             _insert_terms(session, [_terms_row(r.id, r.heading, r.text) for r in rows])

@@ -9,19 +9,26 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def write_pdf(path: Path, pages: list[list[str]]) -> Path:
-    """Write a valid PDF whose page i shows the lines pages[i] (Latin-1 text)."""
+def write_pdf(path: Path, pages: list[list[str]], unicode: bool = False) -> Path:
+    """Write a valid PDF whose page i shows the lines pages[i]: Latin-1 text in Helvetica,
+    or any text (Chinese too) in Adobe's standard STSong-Light, not embedded, as UCS-2 codes
+    (`unicode`): a real text layer that PDF readers extract."""
     objects: list[bytes] = []
     n = len(pages)
     page_ids = [4 + 2 * i for i in range(n)]
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     kids = " ".join(f"{pid} 0 R" for pid in page_ids)
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n} >>".encode())
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    if unicode:
+        objects.append(f"<< /Type /Font /Subtype /Type0 /BaseFont /STSong-Light /Encoding "
+                       f"/UniGB-UCS2-H /DescendantFonts [{4 + 2 * n} 0 R] >>".encode())
+    else:
+        objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     for i, lines in enumerate(pages):
         ops = ["BT", "/F1 11 Tf", "14 TL", "50 780 Td"]
         for line in lines:
-            ops.append(f"({_escape(line)}) Tj T*")
+            shown = f"<{line.encode('utf-16-be').hex()}>" if unicode else f"({_escape(line)})"
+            ops.append(f"{shown} Tj T*")
         ops.append("ET")
         stream = "\n".join(ops).encode("latin-1")
         objects.append(
@@ -29,6 +36,10 @@ def write_pdf(path: Path, pages: list[list[str]]) -> Path:
             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {page_ids[i] + 1} 0 R >>".encode()
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    if unicode:
+        objects.append(b"<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong-Light "
+                       b"/CIDSystemInfo << /Registry (Adobe) /Ordering (GB1) /Supplement 2 >> "
+                       b"/DW 1000 >>")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):

@@ -31,7 +31,7 @@ def page(lines: list[str], font: Path, size: tuple[int, int] = (1400, 700)):
 
 
 def test_lines_come_back_in_reading_order_as_paragraphs() -> None:
-    from kbqa.ingest.ocr import paragraphs
+    from kbqa.ingest.ocr import paragraphs, reading_rows
 
     def line(text: str, left: float, top: float) -> OcrLine:
         return OcrLine(text=text, left=left, top=top, right=left + 300, bottom=top + 30)
@@ -39,8 +39,26 @@ def test_lines_come_back_in_reading_order_as_paragraphs() -> None:
     lines = [line("second line.", 80, 105), line("A first line and", 80, 60),
              line("right column", 500, 62), line("New paragraph.", 80, 300),
              line("青川渡轮每天", 80, 500), line("早上出发。", 80, 540)]
-    assert paragraphs(lines) == ["A first line and right column second line.",
+    rows = reading_rows(lines)
+    assert [ln.text for ln in rows[0]] == ["A first line and", "right column"]
+    assert paragraphs(rows) == ["A first line and right column second line.",
                                  "New paragraph.", "青川渡轮每天早上出发。"]
+
+
+def outlined_share(png: bytes | None, top: float, bottom: float) -> float:
+    """The share of the page's rows between `top` and `bottom` (fractions of its height)
+    that carry the orange outline or the yellow tint of a supporting line."""
+    import io
+
+    from PIL import Image
+
+    assert png is not None, "the scanned page is shown"
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    rows = range(int(top * image.height), int(bottom * image.height))
+    marked = [y for y in rows if any(
+        (lambda r, g, b: r > 200 and b < 190 and g > 100)(*image.getpixel((x, y)))
+        for x in range(0, image.width, 7))]
+    return len(marked) / max(len(rows), 1)
 
 
 @pytest.mark.models
@@ -74,6 +92,14 @@ def test_scanned_pages_answer_with_a_page_citation(tmp_path: Path) -> None:
     assert "450" in answer.text, answer.text
     cited = [(Path(c.source).name, c.page, c.place) for c in answer.citations]
     assert ("manual.pdf", 2, "page 2 (OCR)") in cited, cited
+    # the chip shows the scan with the lines of the quote outlined (drawn at 60-185 of 700
+    # px); the empty lower half of the page is left alone
+    scan_cite = next(c for c in answer.citations if c.page == 2)
+    view = kb.scan_view(scan_cite)
+    assert outlined_share(view, 150 / 700, 185 / 700) > 0.8, scan_cite.quote
+    assert outlined_share(view, 0.5, 1.0) == 0
+    text_page = kb.search("safety notes", k=1)[0].chunk
+    assert text_page.page == 1 and kb.scan_lines(text_page.chunk_id) == []
     hits = kb.search("青川渡轮几点出发？", k=1)
     assert Path(hits[0].chunk.source).name == "ferry.pdf"
     assert "六点二十分" in hits[0].chunk.text and hits[0].chunk.place == "page 1 (OCR)"
@@ -81,6 +107,10 @@ def test_scanned_pages_answer_with_a_page_citation(tmp_path: Path) -> None:
     assert "周海宁" in answer.text, answer.text
     assert [(Path(c.source).name, c.place) for c in answer.citations] == [
         ("ferry.pdf", "page 1 (OCR)")]
+    # the captain's line (105-140 px of 700) is outlined, the departure line (150-185) not
+    view = kb.scan_view(answer.citations[0])
+    assert outlined_share(view, 110 / 700, 135 / 700) > 0.8, answer.citations[0].quote
+    assert outlined_share(view, 160 / 700, 180 / 700) == 0, answer.citations[0].quote
 
 
 @pytest.mark.models
@@ -118,6 +148,15 @@ def test_images_and_mail_attachments_are_searchable_and_bad_ones_named(
     assert Path(top.chunk.source).name == "fax.tiff" and top.chunk.page == 2
     top = kb.search("How much did the Osprey ferry ticket cost?", k=1)[0]
     assert "receipt.jpg" in top.chunk.source and "18" in top.chunk.text
+    # a cited image, a TIFF page and an e-mail's image are shown with the quote outlined
+    from kbqa.domain import Citation
+
+    for question, quote, band in [("invoice total", "Total due: 310 EUR", (105, 135)),
+                                  ("courier", "courier arrives on Thursday", (60, 90)),
+                                  ("Osprey ferry ticket", "Osprey ferry ticket", (60, 90))]:
+        chunk = kb.search(question, k=1)[0].chunk
+        cite = Citation(chunk.source, chunk.page, quote, chunk.chunk_id, 1.0)
+        assert outlined_share(kb.scan_view(cite), band[0] / 700, band[1] / 700) > 0.8, question
 
 
 @pytest.mark.models
@@ -166,17 +205,22 @@ def test_a_scan_over_the_page_limit_is_reported_without_reading_it(tmp_path: Pat
 
 def test_each_scanned_page_is_counted_as_it_is_read() -> None:
     from kbqa.ingest.ocr import ocr_sections
+    from PIL import Image
 
     class Engine:
         def read(self, image):
-            return [OcrLine(text=f"text of {image}", left=0, top=0, right=100, bottom=20)]
+            return [OcrLine(text=f"text {image.width}", left=0, top=0, right=100, bottom=20)]
 
     heard: list[tuple[int, int]] = []
-    sections = ocr_sections(Engine(), iter([(1, "a"), (2, "b"), (5, "c")]), 3,  # type: ignore[arg-type]
+    pages = iter([(n, Image.new("RGB", (200 + n, 400))) for n in (1, 2, 5)])
+    sections = ocr_sections(Engine(), pages, 3,  # type: ignore[arg-type]
                             lambda done, total: heard.append((done, total)))
     assert heard == [(1, 3), (2, 3), (3, 3)]
     assert [(s.page, s.location) for s in sections] == [(1, "page 1 (OCR)"), (2, "page 2 (OCR)"),
                                                         (5, "page 5 (OCR)")]
+    scan = sections[2].scan  # the boxes are kept with the page's size, for citations
+    assert scan is not None and (scan.width, scan.height) == (205, 400)
+    assert scan.normalized()[0].right == pytest.approx(100 / 205)
 
 
 @pytest.mark.models

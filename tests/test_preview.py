@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from conftest import FACTS_PAGE_2
-from kbqa.domain import Answer, Citation, Flag
+from kbqa.domain import Answer, Citation, Flag, OcrLine
 from kbqa.preview import (
     answer_markdown,
     chip_label,
     highlight,
     marked_unsupported,
+    outlined_png,
     render_pdf_page,
     safe_markdown,
+    supporting_lines,
 )
 from pdfgen import write_pdf
 
@@ -77,8 +80,6 @@ def test_a_cited_pdf_page_renders_locally(tmp_path: Path) -> None:
     write_pdf(pdf, [["Zephyr X200 pump"], FACTS_PAGE_2])
     image = render_pdf_page(pdf, 2)
     assert image is not None and image.startswith(b"\x89PNG")
-    import io
-
     from PIL import Image
 
     assert Image.open(io.BytesIO(image)).width == 900
@@ -87,3 +88,39 @@ def test_a_cited_pdf_page_renders_locally(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 garbage")
     assert render_pdf_page(broken, 1) is None
+
+
+def _line(text: str, top: float) -> OcrLine:
+    return OcrLine(text=text, left=0.1, top=top, right=0.9, bottom=top + 0.05)
+
+
+def test_the_lines_that_hold_a_quote_are_found_whatever_the_spacing() -> None:
+    lines = [_line("Maintenance", 0.1), _line("The pump must be ser-", 0.2),
+             _line("viced every 450 hours,", 0.3), _line("with kit ZK-7731.", 0.4),
+             _line("Other text.", 0.5)]
+    # the chunker joined lines with spaces and kept the hyphen; OCR may drop a comma
+    assert supporting_lines(lines, "The pump must be ser- viced every 450 hours with kit") \
+        == [1, 2, 3]
+    assert supporting_lines(lines, "…every 450 hours, with kit ZK-7731.") == [2, 3]
+    assert supporting_lines(lines, "Maintenance … Other text.") == [0, 4]
+    assert supporting_lines(lines, "a") == []  # too short to place
+    assert supporting_lines(lines, "The pump is red") == []
+    chinese = [_line("青川渡轮简介", 0.1), _line("青川渡轮的船长是", 0.2), _line("周海宁。", 0.3),
+               _line("渡轮每天早上出发。", 0.4)]
+    assert supporting_lines(chinese, "青川渡轮的船长是周海宁。") == [1, 2]
+
+
+def test_a_scan_is_drawn_with_its_supporting_lines_outlined() -> None:
+    from PIL import Image
+
+    page = Image.new("RGB", (1800, 1000), "white")
+    png = outlined_png(page, [_line("x", 0.2)], width=900)
+    drawn = Image.open(io.BytesIO(png)).convert("RGB")
+    assert drawn.size == (900, 500)  # scaled to the chat's column, aspect kept
+    orange = {drawn.getpixel((x, y)) for x in range(80, 820, 20) for y in (97, 98, 99, 100)}
+    assert any(r > 200 and 80 < g < 160 and b < 60 for r, g, b in orange), orange
+    inside = drawn.getpixel((450, 112))
+    assert inside[2] < 230 and inside[0] > 240  # the line is tinted yellow, still readable
+    assert drawn.getpixel((450, 300)) == (255, 255, 255)  # the rest of the page untouched
+    small = Image.new("RGB", (400, 300), "white")
+    assert Image.open(io.BytesIO(outlined_png(small, []))).size == (400, 300)  # never enlarged

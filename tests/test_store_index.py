@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kbqa.domain import ChunkDraft
+from kbqa.domain import ChunkDraft, OcrLine, Scan
 from kbqa.ingest.index import (
     VectorIndex,
     generation_path,
@@ -14,7 +14,8 @@ from kbqa.ingest.index import (
     stale_generation_files,
 )
 from kbqa.ingest.pipeline import IngestState, Staged, StagedDocument, _commit
-from kbqa.ingest.store import Store
+from kbqa.ingest.store import ScanLineRow, Store
+from sqlalchemy import func, select
 
 
 class FixedEmbedder:
@@ -163,6 +164,29 @@ def test_identical_copies_share_chunks_and_survive_either_deletion(setup) -> Non
     assert {c.source for c in chunks.values()} == {"/copy/a.txt"}
     _commit(store, state, [], ["/copy/a.txt"])
     assert store.counts() == (0, 0) and len(state.index) == 0
+
+
+def test_a_scans_lines_are_kept_per_page_and_follow_its_chunks(setup) -> None:
+    """The OCR boxes a citation outlines: stored per page as fractions of the page, moved to
+    an identical copy with the chunks, gone with the last of them."""
+    store, state, _ = setup
+    scan = Scan(width=1000, height=500, lines=(
+        OcrLine("Total due:", 100, 50, 400, 80), OcrLine("310 EUR", 450, 52, 600, 80)))
+    item = staged("/scan.png", ["Total due: 310 EUR", "page two"], "same")
+    item.documents[0].drafts = [ChunkDraft(text="Total due: 310 EUR", page=1),
+                                ChunkDraft(text="page two", page=2, ordinal=1)]
+    item.documents[0].scans = [(1, scan)]
+    _commit(store, state, [item], [])
+    _commit(store, state, [copy_of("/copy/scan.png", "same")], [])
+    first, second = sorted(store.chunks_by_id(range(1, 10)))
+    assert store.scan_lines(first) == [OcrLine("Total due:", 0.1, 0.1, 0.4, 0.16),
+                                       OcrLine("310 EUR", 0.45, 0.104, 0.6, 0.16)]
+    assert store.scan_lines(second) == []  # page 2 was not read by OCR
+    _commit(store, state, [], ["/scan.png"])  # the copy inherits the chunks and the lines
+    assert [ln.text for ln in store.scan_lines(first)] == ["Total due:", "310 EUR"]
+    _commit(store, state, [], ["/copy/scan.png"])
+    with store.transaction() as session:
+        assert session.scalar(select(func.count(ScanLineRow.id))) == 0
 
 
 def test_changing_the_original_keeps_the_copy_on_the_old_text(setup) -> None:

@@ -80,6 +80,23 @@ def test_an_answer_shows_source_chips_with_the_marked_passage(app: AppTest, docs
 
 
 @pytest.mark.slow
+def test_a_scanned_source_shows_the_page_with_its_lines_outlined(app: AppTest, home: Path,
+                                                                 tmp_path: Path) -> None:
+    from test_ocr import LATIN_FONT, page
+
+    scan = tmp_path / "invoice.png"
+    page(["Invoice 2291 from Harbor Supplies", "Total due: 310 EUR by 15 March."],
+         LATIN_FONT).save(scan)
+    ingested(home, scan)
+    app.run()
+    ask(app, "What is the total due on invoice 2291?")
+    assert "[1] invoice.png · page 1 (OCR)" in chips(app), chips(app)
+    shown = [img for element in app.get("image") for img in element.proto.imgs]
+    assert [img.caption for img in shown] == [
+        "invoice.png, page 1, read by OCR: the lines that hold the quote are outlined"]
+
+
+@pytest.mark.slow
 def test_refusal_looks_different(app: AppTest, docs: Path, home: Path) -> None:
     ingested(home, docs / "team.txt")
     app.run()
