@@ -66,6 +66,15 @@ class Scan:
 
 
 @dataclass(frozen=True)
+class ScanView:
+    """A cited scanned page as shown: PNG bytes, and how many of its recognised lines are
+    outlined as holding the quote (0: the page is shown, the quote was not placed)."""
+
+    png: bytes
+    outlined: int
+
+
+@dataclass(frozen=True)
 class Document:
     """A file as loaded: its sections in reading order, and documents it carries (e-mail
     attachments), each ingested as a document of its own."""

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.conversations import Conversations
-from kbqa.domain import Answer, Chunk, Citation, Hit, IngestReport, KbStats, OcrLine
+from kbqa.domain import (
+    Answer,
+    Chunk,
+    Citation,
+    Hit,
+    IngestReport,
+    KbStats,
+    OcrLine,
+    ScanView,
+)
 from kbqa.errors import IndexMissing, ModelBusy
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex
@@ -413,19 +422,29 @@ class KnowledgeBase:
         stored = self.store.document_by_path(source)
         return Path(stored.file if stored is not None and stored.file else source)
 
-    def scan_view(self, citation: Citation, width: int = PAGE_IMAGE_WIDTH) -> bytes | None:
-        """The scanned page a citation points at, as PNG, with the recognised lines that
-        hold its quote outlined; None when the page was not read by OCR or its file is gone.
-        """
-        lines = self.scan_lines(citation.chunk_id)
-        if not lines or citation.page is None:
+    def scan_view(self, citation: Citation, width: int = PAGE_IMAGE_WIDTH) -> ScanView | None:
+        """The scanned page a citation points at, with the recognised lines that hold its
+        quote outlined; None when the page was not read by OCR, or its file is gone or has
+        changed since the ingest (the boxes would land on another page)."""
+        chunk = self.store.chunks_by_id([citation.chunk_id]).get(citation.chunk_id)
+        stored = self.store.document_by_path(citation.source)
+        if chunk is None or stored is None or citation.page is None \
+                or (chunk.source, chunk.page) != (citation.source, citation.page):
+            return None  # a kept chat's citation of a passage since re-ingested
+        lines = self.store.scan_lines(citation.chunk_id)
+        file = Path(stored.file or citation.source)
+        try:
+            if not lines or file.stat().st_size != stored.size:
+                return None
+            picture = page_picture(citation.source, file, citation.page, width,
+                                   self.settings.pdf_passwords)
+            if picture is None:
+                return None
+            chosen = supporting_lines(lines, citation.quote)
+            return ScanView(outlined_png(picture, [lines[i] for i in chosen], width),
+                            len(chosen))
+        except (OSError, MemoryError, ValueError):  # the passage is still shown
             return None
-        picture = page_picture(citation.source, self.file_of(citation.source), citation.page,
-                               width)
-        if picture is None:
-            return None
-        chosen = supporting_lines(lines, citation.quote)
-        return outlined_png(picture, [lines[i] for i in chosen], width)
 
     def stats(self) -> KbStats:
         documents, chunks = self.store.counts()

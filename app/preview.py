@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,13 @@ from kbqa.domain import Answer, Citation, OcrLine
 from kbqa.ingest.mail import ATTACHMENT_SEPARATOR, attachment_bytes
 from kbqa.ingest.ocr import IMAGE_SUFFIXES, PDFIUM, image_frames, open_image
 from kbqa.llm.citations import flag_marker
+from kbqa.text import is_cjk
 
 PAGE_IMAGE_WIDTH = 900  # pixels: readable in the chat's column, small to send
-MIN_QUOTE_KEY = 4  # letters or digits: a shorter piece of a quote would match anywhere
+# Letters or digits (Chinese characters) a piece of a quote needs to be placed: a shorter
+# one would match anywhere.
+MIN_QUOTE_KEY = 4
+MIN_CJK_KEY = 2
 OUTLINE = (230, 120, 0)  # the box around a supporting line (orange), and its fill
 FILL = (255, 210, 0, 90)
 
@@ -125,7 +130,9 @@ def answer_markdown(answer: Answer) -> str:
 def supporting_lines(lines: list[OcrLine], quote: str) -> list[int]:
     """The indexes of the OCR lines (reading order) that hold the quote: each piece of it
     ("a … b" has two) is found in the page's letters and digits, so the spaces and
-    punctuation OCR and the chunker put in or left out do not matter.
+    punctuation OCR and the chunker put in or left out do not matter. A piece that runs
+    over the page's end (or in from its start: a passage merged with the next page's) is
+    placed by the part on this page.
 
     Example: supporting_lines([OcrLine("The pump is", ...), OcrLine("serviced yearly.", ...),
              OcrLine("Other text", ...)], "pump is serviced yearly") == [0, 1]
@@ -139,11 +146,22 @@ def supporting_lines(lines: list[OcrLine], quote: str) -> list[int]:
                 owner.append(number)
     page = "".join(letters)
     found: set[int] = set()
-    for piece in re.split(r"…", quote):
+    for piece in quote.split("…"):
         key = "".join(c for c in piece.lower() if c.isalnum())
-        at = page.find(key) if len(key) >= MIN_QUOTE_KEY else -1
+        shortest = MIN_CJK_KEY if any(is_cjk(c) for c in key) else MIN_QUOTE_KEY
+        if len(key) < shortest:
+            continue
+        at = page.find(key)
         if at >= 0:
             found.update(owner[at:at + len(key)])
+            continue
+        for size in range(min(len(key), len(page)) - 1, shortest - 1, -1):
+            if page.endswith(key[:size]):
+                found.update(owner[len(page) - size:])
+                break
+            if page.startswith(key[-size:]):
+                found.update(owner[:size])
+                break
     return sorted(found)
 
 
@@ -169,12 +187,12 @@ def outlined_png(picture: Any, boxes: list[OcrLine], width: int = PAGE_IMAGE_WID
     return buffer.getvalue()
 
 
-def page_picture(source: str, file: Path, page: int, width: int = PAGE_IMAGE_WIDTH
-                 ) -> Any | None:
-    """The cited page as a PIL image, read locally: a PDF page rendered, a frame of an image
-    file, or either inside an e-mail (`source` "mail.eml › scan.png", `file` the message).
-    None when the file is gone, changed shape, is locked or is not a page at all (the
-    passage is still shown)."""
+def page_picture(source: str, file: Path, page: int, width: int = PAGE_IMAGE_WIDTH,
+                 passwords: Sequence[str] = ()) -> Any | None:
+    """The cited page as a PIL image at most `width` wide, read locally: a PDF page rendered
+    (with a password the ingest was given), a frame of an image file, or either inside an
+    e-mail (`source` "mail.eml › scan.png", `file` the message). None when the file is
+    gone, is locked or is not a page at all (the passage is still shown)."""
     if page < 1 or not file.is_file():
         return None
     name = source.rsplit(ATTACHMENT_SEPARATOR, 1)[-1] if source != str(file) else file.name
@@ -182,25 +200,37 @@ def page_picture(source: str, file: Path, page: int, width: int = PAGE_IMAGE_WID
     if suffix != ".pdf" and suffix not in IMAGE_SUFFIXES:
         return None
     try:
-        data: Any = file
+        data: Path | bytes = file
         if source != str(file):
-            data = attachment_bytes(file, source)
-            if data is None:
+            inside = attachment_bytes(file, source)
+            if inside is None:
                 return None
-            data = io.BytesIO(data)
+            data = inside
         if suffix == ".pdf":
-            return _pdf_page(data if isinstance(data, Path) else data.getvalue(), page, width)
-        return next((frame for number, frame in image_frames(open_image(data))
-                     if number == page), None)
+            return _pdf_page(data, page, width, passwords)
+        image = open_image(io.BytesIO(data) if isinstance(data, bytes) else data)
+        frame = next((frame for number, frame in image_frames(image) if number == page), None)
+        if frame is not None:
+            frame.thumbnail((width, frame.height))  # a 60-megapixel scan: shrunk first
+        return frame
     except Exception:  # an unreadable page must not break the answer view
         return None
 
 
-def _pdf_page(data: Path | bytes, page: int, width: int) -> Any | None:
+def _pdf_page(data: Path | bytes, page: int, width: int, passwords: Sequence[str]
+              ) -> Any | None:
     import pypdfium2
 
     with PDFIUM:
-        document = pypdfium2.PdfDocument(data if isinstance(data, bytes) else str(data))
+        for password in (None, *passwords):
+            try:
+                document = pypdfium2.PdfDocument(data if isinstance(data, bytes) else str(data),
+                                                 password=password)
+                break
+            except pypdfium2.PdfiumError:  # locked: the next password, else no picture
+                continue
+        else:
+            return None
         try:
             if page > len(document):
                 return None
@@ -210,9 +240,13 @@ def _pdf_page(data: Path | bytes, page: int, width: int) -> Any | None:
             document.close()
 
 
-def render_pdf_page(path: Path, page: int, width: int = PAGE_IMAGE_WIDTH) -> bytes | None:
+def render_pdf_page(path: Path, page: int, width: int = PAGE_IMAGE_WIDTH,
+                    passwords: Sequence[str] = ()) -> bytes | None:
     """The PDF page (1-based) as PNG bytes; None when it cannot be shown."""
     if path.suffix.lower() != ".pdf":
         return None
-    picture = page_picture(str(path), path, page, width)
-    return outlined_png(picture, [], width) if picture is not None else None
+    picture = page_picture(str(path), path, page, width, passwords)
+    try:
+        return outlined_png(picture, [], width) if picture is not None else None
+    except Exception:  # e.g. out of memory: the passage is still shown
+        return None

@@ -7,7 +7,7 @@ from pathlib import Path
 import kbqa
 import streamlit as st
 from kbqa.conversations import history_of
-from kbqa.domain import Answer, Chunk, Citation
+from kbqa.domain import Answer, Chunk, Citation, ScanView
 from kbqa.errors import KbqaError
 from kbqa.preview import (
     answer_markdown,
@@ -24,14 +24,15 @@ CURRENT = "conversation"  # session key: the open chat's id, None for a new one
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def page_image(path: str, page: int, modified: float) -> bytes | None:
+def page_image(path: str, page: int, modified: float, passwords: tuple[str, ...]
+               ) -> bytes | None:
     """A rendered PDF page, cached per file version (`modified`)."""
-    return render_pdf_page(Path(path), page)
+    return render_pdf_page(Path(path), page, passwords=passwords)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def scan_image(_kb: kbqa.KnowledgeBase, database: str, source: str, page: int, chunk_id: int,
-               quote: str, modified: float) -> bytes | None:
+               quote: str, modified: float) -> ScanView | None:
     """A scanned page with the lines that hold the quote outlined, cached per knowledge
     base (`database`), citation and file version (`modified`)."""
     return _kb.scan_view(Citation(source=source, page=page, quote=quote, chunk_id=chunk_id,
@@ -56,12 +57,14 @@ def show_source(kb: kbqa.KnowledgeBase, cite: Citation, chunk: Chunk | None) -> 
     origin = kb.file_of(cite.source)
     scan = scan_image(kb, kb.settings.db_url, cite.source, cite.page, cite.chunk_id, cite.quote,
                       origin.stat().st_mtime if origin.is_file() else 0.0)
-    if scan:
+    if scan is not None:
+        what = ("the lines that hold the quote are outlined" if scan.outlined else
+                "the quote could not be placed on the page")
         with st.container(border=True):
-            st.image(scan, caption=f"{path.name}, page {cite.page}, read by OCR: the lines "
-                                   "that hold the quote are outlined")
+            st.image(scan.png, caption=f"{path.name}, page {cite.page}, read by OCR: {what}")
     elif path.suffix.lower() == ".pdf" and path.is_file():
-        image = page_image(str(path), cite.page, path.stat().st_mtime)
+        image = page_image(str(path), cite.page, path.stat().st_mtime,
+                           kb.settings.pdf_passwords)
         if image:
             with st.container(border=True):
                 st.image(image, caption=f"{path.name}, page {cite.page}")

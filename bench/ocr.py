@@ -24,7 +24,7 @@ With --scan-pages N (say 500) it instead reads one N-page image-only PDF (one sc
 repeated) through `load_pdf` and prints the time and this process's peak memory: pages are
 rendered and read one at a time, so memory must not grow with the page count.
 
-Usage: python bench/ocr.py [--pages 6] [--qa 20] [--seed 5] [--scan-pages 500]
+Usage: python bench/ocr.py [--pages 6] [--qa 40] [--seed 5] [--scan-pages 500]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=6, help="pages per language and condition")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--qa", type=int, default=20,
+    parser.add_argument("--qa", type=int, default=40,
                         help="pages with a question each, per language (0: no questions)")
     parser.add_argument("--scan-pages", type=int, default=0,
                         help="read one scan of this many pages, for time and memory")

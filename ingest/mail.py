@@ -109,7 +109,8 @@ def _attachments(path: Path, files: Sequence[tuple[str, bytes]], load_by_suffix:
     with tempfile.TemporaryDirectory(prefix="kbqa-attachment-") as tmp:
         for number, (source, data) in enumerate(attachment_files(path, files), start=1):
             digest = hashlib.sha256(data).hexdigest()
-            target = Path(tmp) / f"{number}-{PurePath(source).name}"
+            # the attachment's own name: the message's may already fill a file name
+            target = Path(tmp) / f"{number}-{source.rsplit(ATTACHMENT_SEPARATOR, 1)[-1]}"
             target.write_bytes(data)
             try:
                 loaded = load_by_suffix(target)

@@ -10,7 +10,7 @@ puts them back in reading order (rows top to bottom, left to right within a row)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,17 @@ DETECT_SIDE = 1280
 MIN_TEXT_CHARS = 24
 # Larger images are refused rather than decoded (a 20,000 x 20,000 picture is 1.2 GB).
 MAX_PIXELS = 60_000_000
+# A row ending before this share of the text's width closes its paragraph: a heading or a
+# paragraph's last line (pages without blank lines between paragraphs).
+SHORT_ROW = 0.65
 # Lines the recogniser itself doubts are dropped.
 MIN_LINE_SCORE = 0.5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 # PDFium is not thread-safe: an ingest renders scanned pages while a chat session (a thread
-# of its own) renders a cited page; every PDFium call takes this lock.
-PDFIUM = threading.Lock()
+# of its own) renders a cited page; every PDFium call takes this lock. Re-entrant: a paused
+# page generator may be finalised (and close its document) by the garbage collector in a
+# thread that holds it.
+PDFIUM = threading.RLock()
 
 
 class OcrEngine:
@@ -101,17 +106,24 @@ def reading_rows(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:
 
 def paragraphs(rows: Sequence[Sequence[OcrLine]]) -> list[str]:
     """Rows (`reading_rows`) joined into paragraphs: a gap between rows larger than the
-    line height starts a new paragraph. CJK lines join without a space.
+    line height starts a new paragraph, and so does a row after one that stops well short
+    of the text's right edge (a heading, or a paragraph's last line). CJK lines join
+    without a space.
 
-    Example: two lines 40 px apart and 30 px high, then one 200 px lower -> 2 paragraphs
+    Example: two full lines 40 px apart and 30 px high, then one 200 px lower -> 2 paragraphs
     """
+    if not rows:
+        return []
+    left = min(ln.left for row in rows for ln in row)
+    short = left + SHORT_ROW * (max(ln.right for row in rows for ln in row) - left)
     out: list[str] = []
     previous: Sequence[OcrLine] | None = None
     for row in rows:
         text = _join([ln.text for ln in row], " ")
         height = max(ln.height for ln in row)
         top = min(ln.top for ln in row)
-        if previous is not None and top - max(ln.bottom for ln in previous) <= 0.9 * height:
+        if previous is not None and top - max(ln.bottom for ln in previous) <= 0.9 * height \
+                and max(ln.right for ln in previous) >= short:
             out[-1] = _join([out[-1], text], " ")
         else:
             out.append(text)
@@ -128,7 +140,7 @@ def _join(parts: Sequence[str], space: str) -> str:
 
 
 def pdf_page_images(path: Path, numbers: Sequence[int], dpi: int = RENDER_DPI,
-                    password: str | None = None) -> Iterator[tuple[int, Any]]:
+                    password: str | None = None) -> Generator[tuple[int, Any], None, None]:
     """(1-based page number, PIL image) for the pages asked, rendered one at a time (a
     500-page scan never holds more than one page in memory)."""
     import pypdfium2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,8 @@ def _read_scanned(path: Path, numbers: list[int], passwords: Sequence[str],
     last_error: Exception | None = None
     for password in (None, *passwords):
         try:
-            return ocr_sections(ocr, pdf_page_images(path, numbers, password=password),
-                                len(numbers), on_page)
+            with closing(pdf_page_images(path, numbers, password=password)) as pages:
+                return ocr_sections(ocr, pages, len(numbers), on_page)
         except IngestError:
             raise
         except Exception as exc:  # pdfium refuses a wrong password or a damaged page tree

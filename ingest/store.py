@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -78,11 +79,10 @@ class ScanLineRow(Base):
     citation outlines on the scan."""
 
     __tablename__ = "scan_lines"
+    __table_args__ = (Index("ix_scan_lines_page", "document_id", "page"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    document_id: Mapped[int] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE"), index=True
-    )
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     page: Mapped[int] = mapped_column(Integer)
     line: Mapped[int] = mapped_column(Integer)  # reading order on the page
     text: Mapped[str] = mapped_column(Text)
@@ -113,6 +113,7 @@ class StoredDocument:
     file: str = ""
     content_sha: str = ""
     same_as: int | None = None
+    size: int = 0  # of `file` when it was ingested
 
 
 def file_sha256(path: Path) -> str:
@@ -419,7 +420,7 @@ def _to_document(row: DocumentRow) -> StoredDocument:
     return StoredDocument(document_id=row.id, path=row.path, sha256=row.sha256, kind=row.kind,
                           pages=row.pages, chunk_count=row.chunk_count,
                           ingested_at=row.ingested_at, file=row.file,
-                          content_sha=row.content_sha, same_as=row.same_as)
+                          content_sha=row.content_sha, same_as=row.same_as, size=row.size)
 
 
 def _to_chunk(row: ChunkRow, path: str) -> Chunk:

@@ -79,6 +79,35 @@ def test_a_malformed_address_header_does_not_cost_the_message(tmp_path: Path) ->
     assert "42 pallets" in text and "Quarterly numbers" in text
 
 
+def test_attachments_keep_their_names_and_a_long_message_name_costs_nothing(
+        tmp_path: Path) -> None:
+    """Outlook saves a message under its subject: the message's long name and an
+    attachment's together pass a file name's 255 bytes, which must not cost the message."""
+    from email.message import EmailMessage
+
+    from kbqa.ingest.mail import attachment_bytes
+
+    mail = EmailMessage()
+    mail["From"], mail["Subject"] = "a@example.org", "Minutes"
+    mail.set_content("Two copies of the minutes are attached.")
+    for body in (b"The board met on Monday.", b"The board met on Tuesday."):
+        mail.add_attachment(body, maintype="text", subtype="plain",
+                            filename="minutes of the quarterly board meeting " * 2 + ".txt")
+    path = tmp_path / ("Re: minutes of the quarterly board meeting and the budget " * 4
+                       ).replace(":", "").strip().replace(" ", "_")[:220]
+    path = path.with_suffix(".eml")
+    path.write_bytes(bytes(mail))
+    document = load(path)
+    first, second = (a.name for a in document.attachments)
+    assert [a.error for a in document.attachments] == ["", ""]
+    assert second.endswith(" › minutes of the quarterly board meeting minutes of the "
+                           "quarterly board meeting  (2).txt")
+    assert attachment_bytes(path, first) == b"The board met on Monday."
+    assert attachment_bytes(path, second) == b"The board met on Tuesday."
+    assert attachment_bytes(path, f"{path} › other.txt") is None
+    assert attachment_bytes(tmp_path / "gone.eml", first) is None
+
+
 def test_a_damaged_sheet_inside_an_xlsx_is_reported(tmp_path: Path) -> None:
     """Found by `make bench-fuzz`: openpyxl opens a workbook whose sheet XML is broken and
     fails only when the rows are read; that is a clear report, not an unexpected error."""

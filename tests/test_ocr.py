@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SMALL_MODEL
-from kbqa.domain import OcrLine
+from kbqa.domain import OcrLine, ScanView
 
 LATIN_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
@@ -33,27 +33,32 @@ def page(lines: list[str], font: Path, size: tuple[int, int] = (1400, 700)):
 def test_lines_come_back_in_reading_order_as_paragraphs() -> None:
     from kbqa.ingest.ocr import paragraphs, reading_rows
 
-    def line(text: str, left: float, top: float) -> OcrLine:
-        return OcrLine(text=text, left=left, top=top, right=left + 300, bottom=top + 30)
+    def line(text: str, left: float, top: float, width: float = 300) -> OcrLine:
+        return OcrLine(text=text, left=left, top=top, right=left + width, bottom=top + 30)
 
     lines = [line("second line.", 80, 105), line("A first line and", 80, 60),
              line("right column", 500, 62), line("New paragraph.", 80, 300),
-             line("青川渡轮每天", 80, 500), line("早上出发。", 80, 540)]
+             line("青川渡轮简介", 80, 460, 150),  # a heading: short, then the text below
+             line("青川渡轮每天早上六点二十分从码头", 80, 500, 720), line("出发。", 80, 540, 60),
+             line("A last paragraph right after it.", 80, 580, 700)]
     rows = reading_rows(lines)
     assert [ln.text for ln in rows[0]] == ["A first line and", "right column"]
     assert paragraphs(rows) == ["A first line and right column second line.",
-                                 "New paragraph.", "青川渡轮每天早上出发。"]
+                                "New paragraph.", "青川渡轮简介",
+                                "青川渡轮每天早上六点二十分从码头出发。",
+                                "A last paragraph right after it."]
+    assert paragraphs([]) == []
 
 
-def outlined_share(png: bytes | None, top: float, bottom: float) -> float:
+def outlined_share(view: ScanView | None, top: float, bottom: float) -> float:
     """The share of the page's rows between `top` and `bottom` (fractions of its height)
     that carry the orange outline or the yellow tint of a supporting line."""
     import io
 
     from PIL import Image
 
-    assert png is not None, "the scanned page is shown"
-    image = Image.open(io.BytesIO(png)).convert("RGB")
+    assert view is not None and view.outlined, "the scanned page is shown, lines outlined"
+    image = Image.open(io.BytesIO(view.png)).convert("RGB")
     rows = range(int(top * image.height), int(bottom * image.height))
     marked = [y for y in rows if any(
         (lambda r, g, b: r > 200 and b < 190 and g > 100)(*image.getpixel((x, y)))
@@ -157,6 +162,12 @@ def test_images_and_mail_attachments_are_searchable_and_bad_ones_named(
         chunk = kb.search(question, k=1)[0].chunk
         cite = Citation(chunk.source, chunk.page, quote, chunk.chunk_id, 1.0)
         assert outlined_share(kb.scan_view(cite), band[0] / 700, band[1] / 700) > 0.8, question
+    # a citation that no longer matches its passage, or a file changed since the ingest,
+    # shows no outlines (they would land in the wrong place)
+    assert kb.scan_view(Citation(str(docs / "fax.tiff"), 1, "courier", cite.chunk_id, 1)) is None
+    page(["A different invoice"], LATIN_FONT).save(docs / "invoice.png")
+    invoice = kb.search("invoice total", k=1)[0].chunk
+    assert kb.scan_view(Citation(invoice.source, 1, "Total due", invoice.chunk_id, 1)) is None
 
 
 @pytest.mark.models

@@ -105,9 +105,12 @@ def test_the_lines_that_hold_a_quote_are_found_whatever_the_spacing() -> None:
     assert supporting_lines(lines, "Maintenance … Other text.") == [0, 4]
     assert supporting_lines(lines, "a") == []  # too short to place
     assert supporting_lines(lines, "The pump is red") == []
+    # a quote that runs on into the next page's passage: placed by the part on this page
+    assert supporting_lines(lines, "Other text. Next page continues here") == [4]
     chinese = [_line("青川渡轮简介", 0.1), _line("青川渡轮的船长是", 0.2), _line("周海宁。", 0.3),
                _line("渡轮每天早上出发。", 0.4)]
     assert supporting_lines(chinese, "青川渡轮的船长是周海宁。") == [1, 2]
+    assert supporting_lines(chinese, "…周海宁…") == [2]  # three characters are enough
 
 
 def test_a_scan_is_drawn_with_its_supporting_lines_outlined() -> None:
@@ -124,3 +127,58 @@ def test_a_scan_is_drawn_with_its_supporting_lines_outlined() -> None:
     assert drawn.getpixel((450, 300)) == (255, 255, 255)  # the rest of the page untouched
     small = Image.new("RGB", (400, 300), "white")
     assert Image.open(io.BytesIO(outlined_png(small, []))).size == (400, 300)  # never enlarged
+
+
+def test_the_cited_page_is_read_from_an_image_a_tiff_page_an_e_mail_or_a_locked_pdf(
+        tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    from kbqa.preview import page_picture
+    from PIL import Image
+    from pypdf import PdfReader, PdfWriter
+
+    wide = Image.new("RGB", (3000, 1500), "white")
+    wide.save(tmp_path / "scan.png")
+    shown = page_picture(str(tmp_path / "scan.png"), tmp_path / "scan.png", 1)
+    assert shown is not None and shown.size == (900, 450)  # shrunk before it is drawn
+    assert page_picture(str(tmp_path / "scan.png"), tmp_path / "scan.png", 2) is None
+    frames = [Image.new("RGB", (400, 300), "white"), Image.new("RGB", (300, 400), "white")]
+    frames[0].save(tmp_path / "fax.tiff", save_all=True, append_images=frames[1:])
+    assert page_picture(str(tmp_path / "fax.tiff"), tmp_path / "fax.tiff", 2).size == (300, 400)
+    mail = EmailMessage()
+    mail["Subject"] = "Scan"
+    mail.set_content("Attached.")
+    mail.add_attachment((tmp_path / "scan.png").read_bytes(), maintype="image",
+                        subtype="png", filename="scan.png")
+    message = tmp_path / "mail.eml"
+    message.write_bytes(bytes(mail))
+    inside = page_picture(f"{message} › scan.png", message, 1)
+    assert inside is not None and inside.size == (900, 450)
+    writer = PdfWriter(clone_from=write_pdf(tmp_path / "plain.pdf", [["Zephyr"], ["Page two"]]))
+    writer.encrypt("s3cret", algorithm="RC4-128")
+    locked = tmp_path / "locked.pdf"
+    writer.write(locked)
+    assert PdfReader(locked).is_encrypted
+    assert page_picture(str(locked), locked, 2) is None  # no password: the passage alone
+    assert page_picture(str(locked), locked, 2, passwords=("wrong", "s3cret")) is not None
+    assert page_picture(str(tmp_path / "gone.png"), tmp_path / "gone.png", 1) is None
+
+
+def test_a_page_reader_finalised_where_pdfium_is_held_does_not_hang(tmp_path: Path) -> None:
+    """A paused page generator closes its document when it is collected, maybe in a chat
+    session's thread that holds the PDFium lock: that must not deadlock."""
+    import threading
+
+    from kbqa.ingest.ocr import PDFIUM, pdf_page_images
+
+    pages = pdf_page_images(write_pdf(tmp_path / "a.pdf", [["one"], ["two"]]), [1, 2], dpi=20)
+    next(pages)
+
+    def close_while_held() -> None:
+        with PDFIUM:
+            pages.close()
+
+    worker = threading.Thread(target=close_while_held, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "closing the page reader under the PDFium lock hung"
