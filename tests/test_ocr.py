@@ -153,6 +153,9 @@ def test_images_and_mail_attachments_are_searchable_and_bad_ones_named(
     assert Path(top.chunk.source).name == "fax.tiff" and top.chunk.page == 2
     top = kb.search("How much did the Osprey ferry ticket cost?", k=1)[0]
     assert "receipt.jpg" in top.chunk.source and "18" in top.chunk.text
+    again = kb.ingest(docs)  # unchanged scans are not read again
+    assert not again.added and not again.updated
+    assert {Path(p).name for p in again.unchanged} >= {"invoice.png", "fax.tiff", "mail.eml"}
     # a cited image, a TIFF page and an e-mail's image are shown with the quote outlined
     from kbqa.domain import Citation
 
