@@ -46,6 +46,7 @@ from kbqa.llm.facts import WordSimilarity
 from kbqa.llm.model import Generator, LlamaCppGenerator, Message
 from kbqa.llm.prompts import prefix
 from kbqa.llm.reader import Reader, model_reader
+from kbqa.llm.remote import RemoteGenerator
 from kbqa.preview import PAGE_IMAGE_WIDTH, outlined_png, page_picture, supporting_lines
 from kbqa.retrieval.filters import validate_filters
 from kbqa.retrieval.lexical import TermMatcher
@@ -200,6 +201,13 @@ class KnowledgeBase:
         with self._parts:
             if self._generator is None:
                 s = self.settings
+                if s.llm_url:  # a model server: the packaged model's vocabulary counts
+                    self._generator = self.models.get(
+                        ("remote generator", s.llm_url, s.llm_model, s.llm_api_key, s.n_ctx),
+                        lambda: RemoteGenerator(s.llm_url, model=s.llm_model,
+                                                api_key=s.llm_api_key, n_ctx=s.n_ctx,
+                                                tokenizer_model=s.model_path))
+                    return self._generator
                 self._generator = self.models.get(
                     ("generator", str(s.model_path), s.n_ctx, s.threads, s.n_gpu_layers, s.seed),
                     lambda: LlamaCppGenerator(s.model_path, n_ctx=s.n_ctx, threads=s.threads,

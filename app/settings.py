@@ -85,6 +85,12 @@ class Settings:
     models_dir: Path = field(default_factory=lambda: default_data_dir() / "models")
     # Chat model: a GGUF file; empty means the packaged default under models_dir.
     model: str = ""
+    # Or an OpenAI-compatible model server (llama-server, llama-cpp-python's server, vLLM,
+    # Ollama): its address ("http://127.0.0.1:8080/v1"), the model's name there (empty: the
+    # first it lists) and its API key. The packaged model's tokenizer still counts tokens.
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
     # Embedder: "auto" = an embedder per script (kbqa.ingest.spaces: the packaged MiniLM
     # for Latin-script passages, the packaged multilingual USE for CJK ones and, once the
     # knowledge base holds any, for every passage; "always": for every passage from the
@@ -175,8 +181,8 @@ class Settings:
     @property
     def reads_twice(self) -> bool:
         """Is the second reader on: asked for, or "auto" with the model it was calibrated on."""
-        if self.second_reader == "auto":
-            return self.model_path.name == DEFAULT_CHAT_MODEL_FILE
+        if self.second_reader == "auto":  # its thresholds are the in-process model's
+            return not self.llm_url and self.model_path.name == DEFAULT_CHAT_MODEL_FILE
         return self.second_reader == "on"
 
     @property
@@ -251,6 +257,8 @@ def _coerce(name: str, value: Any) -> Any:
                            f"MiniLM, torch otherwise), onnx-int8 or torch, got {value!r}")
     if name == "ocr" and result not in OCR_MODES:
         raise SettingError(f"KBQA_OCR must be on or off, got {value!r}")
+    if name == "llm_url" and value and not str(value).startswith(("http://", "https://")):
+        raise SettingError(f"KBQA_LLM_URL must be an http:// or https:// address, got {value!r}")
     if name == "temperature" and not 0 <= result <= 2:
         raise SettingError(f"KBQA_TEMPERATURE must be between 0 and 2, got {value!r}")
     return result

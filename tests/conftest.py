@@ -24,7 +24,7 @@ SMALL_MODEL = MODELS / SMALL_CHAT_MODEL_FILE
 # Tests that use these fixtures load a model (or read the whole shared sample folder);
 # `make test-fast` (--pure) leaves them out.
 MODEL_FIXTURES = {"embedder", "small_generator", "make_kb", "app", "committed_home",
-                  "whole_folder", "mixed"}
+                  "whole_folder", "mixed", "model_server"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,6 +85,45 @@ def small_generator():
     if not SMALL_MODEL.is_file():
         pytest.fail(f"{SMALL_MODEL} is missing: run `make setup` (make test does it)")
     return LlamaCppGenerator(SMALL_MODEL, n_ctx=4096, threads=os.cpu_count() or 2)
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server with the small packaged model, on a
+    free loopback port: a real model server, as a team would run one (its /v1 address)."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    if not SMALL_MODEL.is_file():
+        pytest.fail(f"{SMALL_MODEL} is missing: run `make setup` (make test does it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("model-server") / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(SMALL_MODEL),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+             "--n_threads", str(os.cpu_count() or 2)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the model server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 @pytest.fixture
