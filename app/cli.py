@@ -26,9 +26,11 @@ EPILOG = """examples:
   python -m kbqa chat                       a conversation: follow-ups know the earlier turns
   python -m kbqa search "warranty period" -k 5
   python -m kbqa serve --port 8501          the browser chat on http://127.0.0.1:8501
+  python -m kbqa api --port 8000            the HTTP API on http://127.0.0.1:8000/v1
 
 settings come from KBQA_* variables: KBQA_HOME (knowledge base folder), KBQA_MODEL (a .gguf
-file), KBQA_EMBEDDER, KBQA_N_GPU_LAYERS, KBQA_N_CTX, KBQA_THREADS, KBQA_TOP_K (see README)."""
+file), KBQA_LLM_URL (a model server), KBQA_EMBEDDER, KBQA_N_GPU_LAYERS, KBQA_N_CTX,
+KBQA_THREADS, KBQA_TOP_K, KBQA_API_KEY (see README)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None,
                        help="address to bind (default KBQA_UI_ADDRESS or 127.0.0.1: this "
                             "machine only; any other address needs KBQA_UI_PASSWORD)")
+    api = sub.add_parser("api", help="start the HTTP API (OpenAI-compatible chat completions "
+                                     "with citations, search, documents, ingest jobs)")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--host", default=None,
+                     help="address to bind (default KBQA_API_ADDRESS or 127.0.0.1: this "
+                          "machine only; any other address needs KBQA_API_KEY)")
     return parser
 
 
@@ -105,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             return _chat(kb)
         if args.command == "search":
             return _search(kb, args)
+        if args.command == "api":
+            from kbqa.api import serve_api
+
+            return serve_api(kb, args.host or kb.settings.api_address, args.port,
+                             kb.settings.api_key)
         return _status(kb)
     except KbqaError as exc:
         print(f"kbqa: {exc}", file=sys.stderr)

@@ -214,6 +214,13 @@ class KnowledgeBase:
                                               n_gpu_layers=s.n_gpu_layers, seed=s.seed))
             return self._generator
 
+    def generator_name(self) -> str:
+        """Which chat model answers, without loading it."""
+        s = self.settings
+        if s.llm_url:
+            return f"{s.llm_model or 'the first model'} at {s.llm_url}"
+        return s.model_path.name
+
     @property
     def similarity(self) -> WordSimilarity:
         """Word similarity by the embedder, for telling a synonym from a swapped fact; with

@@ -159,6 +159,10 @@ class Settings:
     # any other address needs ui_password), the password, and the largest upload.
     ui_address: str = "127.0.0.1"
     ui_password: str = ""
+    # The HTTP API (`python -m kbqa api`): its address (loopback unless you choose
+    # otherwise; any other address needs api_key) and the key clients send as a bearer.
+    api_address: str = "127.0.0.1"
+    api_key: str = ""
     max_upload_mb: int = 200
     # Served beyond loopback, the chat ingests only its uploads folder and these folders
     # (comma- or newline-separated in the variable), and loads models only from models_dir.
