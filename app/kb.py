@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,17 +28,15 @@ from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.lock import writer_lock
 from kbqa.ingest.ocr import OcrEngine
 from kbqa.ingest.pipeline import (
-    IngestState,
     ProgressFn,
     check_embedder,
     discover,
     ingest_paths,
-    load_spaces,
-    recorded_spaces,
     remove_paths,
 )
 from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, Space, is_cjk_text
 from kbqa.ingest.store import Store, StoredDocument
+from kbqa.ingest.vectors import FaissSpaces, IngestState, recorded_spaces
 from kbqa.llm.answer import answer_stream, condense_question, final_answer
 from kbqa.llm.citations import embedding_similarity
 from kbqa.llm.facts import WordSimilarity
@@ -78,12 +75,12 @@ class KnowledgeBase:
         self.home.mkdir(parents=True, exist_ok=True)
         self.vectors_dir = self.home / "vectors"
         self.store = Store(settings.db_url)
+        self.vectors = FaissSpaces(self.vectors_dir, self.store,
+                                   ann_threshold=settings.ann_threshold)
         self._embedder = embedder
         self._embedder_given = embedder is not None
         self._generator = generator
         self._others: dict[str, Embedder] = {}  # the other spaces' embedders, by name
-        self._indexes: dict[str, VectorIndex] | None = None
-        self._generation = -1
         self._matcher = TermMatcher()
         self._reranker: Reranker | None = None
         self._conversations: Conversations | None = None
@@ -142,8 +139,11 @@ class KnowledgeBase:
         recorded = self.store.get_meta("embedder")
         if recorded is not None:  # another writer chose first: follow the record
             with self._parts:
-                if self._embedder is not None and self._embedder.name != recorded:
-                    self._embedder, self._indexes = None, None
+                stale = self._embedder is not None and self._embedder.name != recorded
+                if stale:
+                    self._embedder = None
+            if stale:  # outside the parts' lock: a reader holds the spaces' lock, then ours
+                self.vectors.forget()
             return
         files, _, _ = discover(paths)
         sample: list[str] = []
@@ -164,7 +164,7 @@ class KnowledgeBase:
             log.info("embedder for this knowledge base: %s (chosen by the documents' script; "
                      "set KBQA_EMBEDDER to choose yourself)", choice)
             self._embedder = self._make_embedder(choice)
-            self._indexes = None  # an empty base's first space is named after the choice
+        self.vectors.forget()  # an empty base's first space is named after the choice
 
     @property
     def ocr(self) -> OcrEngine | None:
@@ -249,38 +249,14 @@ class KnowledgeBase:
         """The second reader (the chat model, asked yes or no), unless switched off."""
         return model_reader(self.generator) if self.settings.reads_twice else None
 
-    def _current_generation(self) -> int:
-        return int(self.store.get_meta("index_generation", "0") or 0)
-
     def indexes(self) -> dict[str, VectorIndex]:
         """The committed vector spaces by embedder name; reloaded when another process
         committed a newer generation."""
-        with self._parts:
-            return self._load_indexes()
+        return self.vectors.committed(self._first_space)
 
-    def _load_indexes(self) -> dict[str, VectorIndex]:
-        generation = self._current_generation()
-        if self._indexes is None or generation != self._generation or generation == 0:
-            for _ in range(3):  # a writer may replace the files while we read them
-                spaces = recorded_spaces(self.store)
-                if not spaces:  # nothing committed (yet, or since a rebuild): no files
-                    indexes = {self.embedder.name: VectorIndex(self.embedder.dim)}
-                    break
-                try:
-                    indexes = load_spaces(self.vectors_dir, generation, spaces)
-                except RuntimeError:
-                    indexes = {}
-                if len(indexes) == len(spaces) or generation == 0:
-                    break
-                generation = self._current_generation()
-            else:
-                raise IndexMissing(
-                    f"the vector files of generation {generation} in {self.vectors_dir} are "
-                    "missing or unreadable: run `python -m kbqa ingest --rebuild DIR` to "
-                    "rebuild the knowledge base"
-                )
-            self._indexes, self._generation = indexes, generation
-        return self._indexes
+    def _first_space(self) -> tuple[str, int]:
+        """An empty knowledge base's one space: the embedder's."""
+        return self.embedder.name, self.embedder.dim
 
     def index(self) -> VectorIndex:
         """The first vector space (the only one unless the embedder is automatic)."""
@@ -303,22 +279,17 @@ class KnowledgeBase:
         empty base's automatic embedder is picked here, under the lock, from `paths`."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
             self._pick_embedder(paths)
-            # The writer changes a copy: searches in other threads keep reading the
-            # committed index, never one that is being modified under them.
-            indexes = {name: index.copy() for name, index in self.indexes().items()}
-            state = IngestState(indexes=indexes, generation=self._generation,
-                                folder=self.vectors_dir,
-                                ann_threshold=self.settings.ann_threshold)
+            # The writer changes copies: searches in other threads keep reading the
+            # committed spaces, never ones being modified under them.
+            state = self.vectors.draft(self._first_space)
             try:
                 yield state
             except BaseException:
                 # Commits made before the failure stand; what it changed in memory and did
                 # not commit (a backfill cut short) must not be searched: read the files.
-                with self._parts:
-                    self._indexes, self._generation = None, state.generation
+                self.vectors.settle(state, ok=False)
                 raise
-            with self._parts:
-                self._indexes, self._generation = state.indexes, state.generation
+            self.vectors.settle(state, ok=True)
 
     def ingest(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                progress: bool = False, prune: bool = True,
@@ -346,12 +317,7 @@ class KnowledgeBase:
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""
         with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
-            # conversations, in their own tables, stay; the generation goes on counting, so
-            # a reader holding the old vectors sees a new number and reloads
-            self.store.clear(meta={"index_generation": str(self._current_generation() + 1)})
-            shutil.rmtree(self.vectors_dir, ignore_errors=True)
-            with self._parts:
-                self._indexes, self._generation = None, -1
+            self.vectors.clear()  # conversations, in their own tables, stay
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,
                mode: str = "hybrid") -> list[Hit]:

@@ -48,6 +48,7 @@ import kbqa  # noqa: F401  (switches every library offline first)
 from kbqa.domain import ChunkDraft
 from kbqa.ingest.embed import Embedder
 from kbqa.ingest.index import VectorIndex, generation_path
+from kbqa.ingest.vectors import IngestState
 from kbqa.kb import KnowledgeBase, open_kb
 from kbqa.retrieval.retriever import Retriever
 from kbqa.settings import DEFAULT_EMBEDDER, MULTILINGUAL_EMBEDDER
@@ -340,7 +341,8 @@ def bench_synthetic(size: int, keep: Path | None, base: np.ndarray) -> list[list
             build_synthetic(kb, size, base)
         exact = VectorIndex.load(generation_path(kb.vectors_dir, 1))
         for kind, index in (("exact", exact), ("IVF", exact.reshaped(1))):
-            kb._indexes, kb._generation = {kb.embedder.name: index}, kb._current_generation()
+            kb.vectors.settle(IngestState({kb.embedder.name: index}, kb.vectors.generation(),
+                                          kb.vectors), ok=True)  # search this one
             without, with_embedding = latency(kb, texts, timed)
             rows.append([f"synthetic ({index.kind})", f"{size:,}", kind,
                          *_ms(without), *_ms(with_embedding)])

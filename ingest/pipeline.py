@@ -8,7 +8,6 @@ stored once; a file's attachments are documents of their own, replaced and remov
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -16,24 +15,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
 
 import numpy as np
 from kbqa.domain import ChunkDraft, Document, Failure, IngestProgress, IngestReport, Scan
 from kbqa.errors import EmbedderMismatch, IngestError
 from kbqa.ingest.chunking import chunk_sections
 from kbqa.ingest.embed import Embedder
-from kbqa.ingest.faults import kill_point
-from kbqa.ingest.index import (
-    VectorIndex,
-    generation_path,
-    kept_generations,
-    stale_generation_files,
-)
 from kbqa.ingest.loaders import LoadOptions, load
 from kbqa.ingest.ocr import OcrEngine
 from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, is_cjk_text
 from kbqa.ingest.store import Store, file_sha256
+from kbqa.ingest.vectors import IngestState
 from kbqa.settings import Settings
 from sqlalchemy.orm import Session
 
@@ -70,26 +62,6 @@ class Staged:
     @property
     def drafts(self) -> list[ChunkDraft]:
         return [d for doc in self.documents for d in doc.drafts]
-
-
-@dataclass
-class IngestState:
-    """The vector spaces (by embedder name, the first one named in meta "embedder") and the
-    generation the run starts from and advances; the caller keeps them after."""
-
-    indexes: dict[str, VectorIndex]
-    generation: int
-    folder: Path
-    # Vector count above which an index is rebuilt as IVF (0 = always exact).
-    ann_threshold: int = 0
-
-    @property
-    def index(self) -> VectorIndex:
-        return next(iter(self.indexes.values()))
-
-    def remove(self, ids: Sequence[int]) -> None:
-        for index in self.indexes.values():
-            index.remove(ids)
 
 
 ProgressFn = Callable[[IngestProgress], None]
@@ -204,27 +176,6 @@ def check_embedder(store: Store, embedder: Embedder) -> None:
         )
 
 
-@overload
-def recorded_spaces(store: Store) -> list[tuple[str, int]]: ...
-
-
-@overload
-def recorded_spaces(store: Store, counts: Literal[True]) -> list[tuple[str, int, int]]: ...
-
-
-def recorded_spaces(store: Store, counts: bool = False) -> list[Any]:
-    """The committed vector spaces (embedder name, dimension[, vectors]), in file order."""
-    raw = store.get_meta("vector_spaces")
-    if raw:
-        rows = [(str(row[0]), int(row[1]), int(row[2]) if len(row) > 2 else -1)
-                for row in json.loads(raw)]
-    else:
-        built_with = store.get_meta("embedder")  # a knowledge base from before spaces
-        rows = [(built_with, int(store.get_meta("embedding_dim") or 0), -1)] \
-            if built_with else []
-    return rows if counts else [(name, dim) for name, dim, _ in rows]
-
-
 def embedding_text(draft: ChunkDraft) -> str:
     """The chunk as embedded: its heading path gives a passage its context."""
     return heading_and_text(draft.heading, draft.text)
@@ -254,8 +205,6 @@ def ingest_paths(
     whose real path (links followed) is outside those folders is reported, not read."""
     started = time.perf_counter()
     check_embedder(store, embedders.primary)
-    for stale in stale_generation_files(state.folder, kept_generations(state.generation)):
-        stale.unlink(missing_ok=True)  # left by a crash between write and commit
 
     files, roots, failed = discover(paths)
     if within is not None:
@@ -563,8 +512,7 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
             ids = [i for i, t in texts.items() if name in embedders.spaces_of(t, cross)]
             if ids:
                 embedder = embedders.get(name)  # loaded only when it has work
-                state.indexes.setdefault(name, VectorIndex(embedder.dim)).add(
-                    ids, embedder.encode([texts[i] for i in ids]))
+                state.add(name, ids, embedder.encode([texts[i] for i in ids]))
                 changed = True
             bar.chunks_done(len(chunks))
             bar.tell()
@@ -584,63 +532,17 @@ def _commit_staged(staged: list[Staged], store: Store, state: IngestState,
 
 def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
             removals: Sequence[str], meta: dict[str, str] | None = None) -> None:
-    """SQLite rows and a new FAISS generation (one file per vector space), as one unit;
+    """The staged files' rows and vectors, and the removals, as one unit (`FaissSpaces`);
     on failure nothing changes."""
-    old_generation, new_generation = state.generation, state.generation + 1
-    written: list[Path] = []
-    for orphan in stale_generation_files(state.folder, kept_generations(old_generation)):
-        orphan.unlink(missing_ok=True)  # left by a writer killed before its commit
-    try:
-        with store.transaction() as session:
-            for item in staged:
-                state.remove(store.remove_file(session, item.file))
-                for doc in item.documents:
-                    _put(store, session, state, item, doc)
-            for file in removals:
-                state.remove(store.remove_file(session, file))
-            first, first_index = next(iter(state.indexes.items()))
-            store.set_meta(session, "index_generation", str(new_generation))
-            store.set_meta(session, "embedder", first)
-            store.set_meta(session, "embedding_dim", str(first_index.dim))
-            for key, value in (meta or {}).items():
-                store.set_meta(session, key, value)
-            kill_point("before-vectors")
-            for position, name in enumerate(state.indexes):
-                state.indexes[name] = state.indexes[name].reshaped(state.ann_threshold)
-                written.append(generation_path(state.folder, new_generation, position))
-                state.indexes[name].save(written[-1])
-            store.set_meta(session, "vector_spaces", json.dumps(
-                [[name, index.dim, len(index)] for name, index in state.indexes.items()]))
-            kill_point("after-vectors")
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        # The in-memory indexes took changes that were rolled back: go back to the files.
-        state.indexes = load_spaces(state.folder, old_generation,
-                                    [(name, index.dim) for name, index in state.indexes.items()])
-        raise
-    kill_point("after-commit")
-    state.generation = new_generation
-    # The generation just superseded stays (readers of it finish; and should a power loss
-    # undo the SQLite commit, the rows it falls back to still have their vectors): the
-    # one before it goes.
-    for older in stale_generation_files(state.folder, kept_generations(new_generation)):
-        older.unlink(missing_ok=True)
+    def rows(session: Session, state: IngestState) -> None:
+        for item in staged:
+            state.remove(store.remove_file(session, item.file))
+            for doc in item.documents:
+                _put(store, session, state, item, doc)
+        for file in removals:
+            state.remove(store.remove_file(session, file))
 
-
-def load_spaces(folder: Path, generation: int, spaces: Sequence[tuple[str, int]]
-                ) -> dict[str, VectorIndex]:
-    """The vector spaces (name, dimension; in file order) of a committed generation; a
-    space without a file there is new since, and left out (generation 0 has no files: the
-    first space, empty)."""
-    if generation == 0:
-        return {name: VectorIndex(dim) for name, dim in spaces[:1]}
-    loaded = {}
-    for position, (name, _) in enumerate(spaces):
-        path = generation_path(folder, generation, position)
-        if path.exists():
-            loaded[name] = VectorIndex.load(path)
-    return loaded
+    state.spaces.commit(state, rows, meta)
 
 
 def _put(store: Store, session: Session, state: IngestState, item: Staged,
@@ -658,6 +560,4 @@ def _put(store: Store, session: Session, state: IngestState, item: Staged,
             raise RuntimeError(f"{doc.path} reached commit without vectors")
         for name, vectors in doc.vectors.items():
             held = vectors.any(axis=1)
-            if name not in state.indexes:
-                state.indexes[name] = VectorIndex(vectors.shape[1])
-            state.indexes[name].add(np.asarray(ids)[held], vectors[held])
+            state.add(name, np.asarray(ids)[held], vectors[held])

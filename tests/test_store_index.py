@@ -13,8 +13,9 @@ from kbqa.ingest.index import (
     kept_generations,
     stale_generation_files,
 )
-from kbqa.ingest.pipeline import IngestState, Staged, StagedDocument, _commit
+from kbqa.ingest.pipeline import Staged, StagedDocument, _commit
 from kbqa.ingest.store import ScanLineRow, Store
+from kbqa.ingest.vectors import FaissSpaces
 from sqlalchemy import func, select
 
 
@@ -57,8 +58,7 @@ def copy_of(path: str, content: str) -> Staged:
 @pytest.fixture
 def setup(tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path / 'kb.sqlite'}")
-    state = IngestState(indexes={"fixed": VectorIndex(8)}, generation=0,
-                        folder=tmp_path / "vectors")
+    state = FaissSpaces(tmp_path / "vectors", store).draft(lambda: ("fixed", 8))
     yield store, state, tmp_path
     store.close()
 
@@ -70,7 +70,7 @@ def test_ids_are_shared_by_rows_and_vectors(setup) -> None:
     assert sorted(chunks) == [1, 2] and len(state.index) == 2
     assert {c.text for c in chunks.values()} == {"one", "two"}
     assert store.get_meta("index_generation") == "1"
-    assert generation_path(state.folder, 1).is_file()
+    assert generation_path(state.spaces.folder, 1).is_file()
 
 
 def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
@@ -83,7 +83,7 @@ def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
     # ids are never reused, so an old vector can never point at a new chunk
     assert list(store.chunks_by_id(range(1, 10))) == [4]
     # only the current generation file and the one before it (for a power loss) remain
-    assert sorted(p.name for p in state.folder.iterdir()) == ["vectors-00000002.faiss",
+    assert sorted(p.name for p in state.spaces.folder.iterdir()) == ["vectors-00000002.faiss",
                                                               "vectors-00000003.faiss"]
 
 
@@ -100,7 +100,7 @@ def test_failed_commit_changes_nothing(setup, monkeypatch: pytest.MonkeyPatch) -
     assert store.counts() == (1, 1)
     assert store.get_meta("index_generation") == "1"
     assert len(state.index) == 1 and state.generation == 1
-    assert VectorIndex.load(generation_path(state.folder, 1)).search(
+    assert VectorIndex.load(generation_path(state.spaces.folder, 1)).search(
         FixedEmbedder().encode(["one"])[0], 1)[0][0] == 1
 
 
@@ -130,7 +130,7 @@ def test_a_second_space_commits_with_the_first_and_rolls_back_with_it(
     _commit(store, state, [two], [])
     assert {name: len(index) for name, index in state.indexes.items()} == \
         {"fixed": 2, "other": 1}
-    assert generation_path(state.folder, 2, 1).is_file()
+    assert generation_path(state.spaces.folder, 2, 1).is_file()
     assert store.get_meta("vector_spaces") == '[["fixed", 8, 2], ["other", 4, 1]]'
 
 
