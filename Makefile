@@ -16,7 +16,7 @@ PORT ?= 8501
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz bench-ocr bench-api screenshot lint clean llama-wheel browser fonts tesseract
+.PHONY: help setup run test test-fast ingest ask bench bench-ingest bench-retrieval bench-cross bench-answer bench-faithfulness bench-browser bench-load bench-injection bench-fuzz bench-ocr bench-api bench-backends screenshot lint clean llama-wheel browser fonts tesseract
 # Debian's Chromium and its driver, for the end-to-end browser test (no browser download).
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -116,6 +116,9 @@ bench-faithfulness: setup ## right vs swapped/negated/re-numbered answer sentenc
 
 bench-api: setup ## 16 HTTP clients for 60 s against python -m kbqa api: errors, search p50/p95, chat time to first token
 	$(BIN)/python bench/api.py $(ARGS)
+
+bench-backends: setup ## SciFact on SQLite+FAISS and PostgreSQL+pgvector; 1M passages: HNSW recall@10 and p50
+	$(BIN)/python bench/backends.py $(ARGS)
 
 bench-load: setup browser ## 8 API + 4 browser sessions asking at once during an ingest and a settings change
 	$(BIN)/python bench/load.py $(ARGS)

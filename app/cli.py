@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None,
                        help="address to bind (default KBQA_UI_ADDRESS or 127.0.0.1: this "
                             "machine only; any other address needs KBQA_UI_PASSWORD)")
+    mig = sub.add_parser("migrate", help="copy a knowledge base to another database (SQLite "
+                                         "<-> PostgreSQL) without re-embedding; resumable")
+    mig.add_argument("source", metavar="SRC",
+                     help="a knowledge base folder (SQLite) or a postgresql+psycopg:// URL")
+    mig.add_argument("destination", metavar="DST", help="an empty one, of either kind")
+    mig.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     api = sub.add_parser("api", help="start the HTTP API (OpenAI-compatible chat completions "
                                      "with citations, search, documents, ingest jobs)")
     api.add_argument("--port", type=int, default=8000)
@@ -99,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args.host, args.port, args.home)
+        if args.command == "migrate":
+            return _migrate(args)
         from kbqa import open_kb
 
         passwords = getattr(args, "password", None)
@@ -232,6 +241,48 @@ def _search(kb: KnowledgeBase, args: argparse.Namespace) -> int:
         text = " ".join(hit.chunk.text.split())
         print(f"{rank}. {hit.chunk.source}{where}  (similarity {hit.similarity:.2f}, "
               f"terms {hit.coverage:.0%})\n   {text[:240]}")
+    return 0
+
+
+def _open_any(where: str, home: str | None) -> tuple[KnowledgeBase, str]:
+    """A knowledge base named by its folder or its PostgreSQL URL, and what it is called
+    (the URL without its password)."""
+    from kbqa import open_kb
+    from sqlalchemy.engine import make_url
+
+    if where.startswith("postgresql"):
+        url = make_url(where)
+        return open_kb(home, database_url=where), url.render_as_string(hide_password=True)
+    folder = Path(where).expanduser().resolve()
+    return open_kb(folder, database_url=""), str(folder)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import time
+
+    from kbqa.ingest.migrate import migrate
+    from tqdm import tqdm
+
+    source, name = _open_any(args.source, args.home)
+    destination, target = _open_any(args.destination, args.home)
+    if source.is_empty():
+        print(f"kbqa: {name} holds no documents: nothing to copy", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    bar = tqdm(unit="doc", desc="copying", disable=args.quiet)
+
+    def advance(done: int, total: int) -> None:  # the documents left to copy, this run
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    report = migrate(source, destination, identity=name, on_progress=advance)
+    bar.close()
+    resumed = f" (resumed after document {report.resumed_after})" if report.resumed_after \
+        else ""
+    chats = f"{report.conversations} chat{'' if report.conversations == 1 else 's'}"
+    print(f"kbqa: copied {report.documents} documents, {report.chunks} passages and "
+          f"{chats} from {name} to {target}{resumed} in "
+          f"{time.perf_counter() - started:.0f} s, without re-embedding")
     return 0
 
 

@@ -25,8 +25,8 @@ from kbqa.errors import IndexMissing, ModelBusy
 from kbqa.ingest.embed import Embedder, choose_embedder, make_embedder
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.loaders import LoadOptions, load
-from kbqa.ingest.lock import writer_lock
 from kbqa.ingest.ocr import OcrEngine
+from kbqa.ingest.pg_vectors import PgSpaces
 from kbqa.ingest.pipeline import (
     ProgressFn,
     check_embedder,
@@ -36,7 +36,7 @@ from kbqa.ingest.pipeline import (
 )
 from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE, Embedders, Space, is_cjk_text
 from kbqa.ingest.store import Store, StoredDocument
-from kbqa.ingest.vectors import FaissSpaces, IngestState, recorded_spaces
+from kbqa.ingest.vectors import FaissSpaces, IngestState, VectorSpaces, recorded_spaces
 from kbqa.llm.answer import answer_stream, condense_question, final_answer
 from kbqa.llm.citations import embedding_similarity
 from kbqa.llm.facts import WordSimilarity
@@ -75,8 +75,11 @@ class KnowledgeBase:
         self.home.mkdir(parents=True, exist_ok=True)
         self.vectors_dir = self.home / "vectors"
         self.store = Store(settings.db_url)
-        self.vectors = FaissSpaces(self.vectors_dir, self.store,
-                                   ann_threshold=settings.ann_threshold)
+        self.vectors: VectorSpaces = (
+            PgSpaces(self.store, lock_timeout_s=settings.lock_timeout_s)
+            if self.store.dialect == "postgresql" else
+            FaissSpaces(self.vectors_dir, self.store, ann_threshold=settings.ann_threshold,
+                        lock_timeout_s=settings.lock_timeout_s))
         self._embedder = embedder
         self._embedder_given = embedder is not None
         self._generator = generator
@@ -277,7 +280,7 @@ class KnowledgeBase:
     def _writing(self, paths: Sequence[str | os.PathLike[str]] = ()) -> Iterator[IngestState]:
         """The writer lock and the index state a write advances; kept even if it fails. An
         empty base's automatic embedder is picked here, under the lock, from `paths`."""
-        with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
+        with self.vectors.writer_lock(on_wait=log.warning):
             self._pick_embedder(paths)
             # The writer changes copies: searches in other threads keep reading the
             # committed spaces, never ones being modified under them.
@@ -316,7 +319,7 @@ class KnowledgeBase:
 
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""
-        with writer_lock(self.home, self.settings.lock_timeout_s, on_wait=log.warning):
+        with self.vectors.writer_lock(on_wait=log.warning):
             self.vectors.clear()  # conversations, in their own tables, stay
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,

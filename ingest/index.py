@@ -101,6 +101,12 @@ class VectorIndex:
                 continue
         return out
 
+    def similarities(self, vector: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
+        """Inner product of `vector` with each held id's vector (ids not held are left out)."""
+        rows = self.vectors(ids)
+        return {int(i): float(row @ vector) for i, row in zip(ids, rows, strict=True)
+                if row.any()}
+
     def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return

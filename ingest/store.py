@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -12,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kbqa.domain import Chunk, ChunkDraft, OcrLine, Scan
-from kbqa.retrieval.lexical import FTS5_TOKENIZER, TERMS_VERSION, index_terms, searchable
+from kbqa.errors import SettingError
+from kbqa.ingest.terms import ChunkTerms, Fts5Terms, PgTerms
+from kbqa.retrieval.lexical import TERMS_VERSION
 from sqlalchemy import (
     DateTime,
     Float,
@@ -143,42 +144,38 @@ class Store:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise SettingError(f"KBQA_DATABASE_URL names a {self.dialect} database: kbqa keeps "
+                               "its knowledge base in SQLite (the default) or PostgreSQL "
+                               "(postgresql+psycopg://...)")
+        if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.lexical = self.engine.dialect.name == "sqlite"
-        if self.lexical:
-            self._ensure_terms()
+        self.terms: ChunkTerms = PgTerms() if self.dialect == "postgresql" else Fts5Terms()
+        self.lexical = True
+        self._ensure_terms()
 
     def _ensure_terms(self) -> None:
-        """The FTS5 table of chunk terms, kept in step with `chunks` (inserts in
-        `put_document`, deletes by trigger, so cascades and prunes are covered too); rebuilt
-        from the chunk text when it is missing or made by another tokenizer version."""
-        with self.engine.begin() as connection:
-            connection.exec_driver_sql(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, "
-                f"tokenize='{FTS5_TOKENIZER}')")
-            connection.exec_driver_sql(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms_vocab "
-                "USING fts5vocab(chunk_terms, 'row')")
-            connection.exec_driver_sql(
-                "CREATE TRIGGER IF NOT EXISTS chunk_terms_delete AFTER DELETE ON chunks "
-                "BEGIN DELETE FROM chunk_terms WHERE rowid = old.id; END")
+        """The lexical index of chunk terms, kept in step with `chunks` (inserts in
+        `put_document`; deletes follow the chunk rows), rebuilt from the chunk text when
+        it was made by another tokenizer version."""
+        self.terms.ensure(self.engine, ())
         if self.get_meta("terms_version") == TERMS_VERSION:
             return
         with self.transaction() as session:
-            session.execute(text("DELETE FROM chunk_terms"))
+            self.terms.clear(session)
             rows = session.execute(select(ChunkRow.id, ChunkRow.heading, ChunkRow.text)
                                    .execution_options(yield_per=2000))
-            batch: list[dict[str, Any]] = []
+            batch: list[tuple[int, str, str]] = []
             for chunk_id, heading, body in rows:
-                batch.append(_terms_row(chunk_id, heading, body))
+                batch.append((chunk_id, heading, body))
                 if len(batch) >= 2000:
-                    _insert_terms(session, batch)
+                    self.terms.insert(session, batch)
                     batch = []
-            _insert_terms(session, batch)
+            self.terms.insert(session, batch)
             self.set_meta(session, "terms_version", TERMS_VERSION)
 
     def close(self) -> None:
@@ -190,14 +187,12 @@ class Store:
         # Rows are deleted, tables stay, in one transaction: a search in another session or
         # process sees the old rows or none, never a missing table.
         with self.transaction() as session:
-            if self.lexical:
-                session.execute(text("DELETE FROM chunk_terms"))
+            self.terms.clear(session)
             session.execute(delete(ChunkRow))
             session.execute(delete(ScanLineRow))
             session.execute(delete(DocumentRow))
             session.execute(delete(MetaRow))
-            if self.lexical:
-                self.set_meta(session, "terms_version", TERMS_VERSION)
+            self.set_meta(session, "terms_version", TERMS_VERSION)
             for key, value in (meta or {}).items():  # written in the same transaction
                 self.set_meta(session, key, value)
 
@@ -229,33 +224,19 @@ class Store:
             chunks = session.scalar(select(func.count(ChunkRow.id))) or 0
             return int(docs), int(chunks)
 
-    def lexical_search(self, match: str, limit: int,
-                       document_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
-        """BM25 over chunk terms (FTS5): (chunk id, score), best first, score > 0."""
-        if not self.lexical or not match or limit <= 0:
+    def lexical_search(self, terms: Sequence[str], stems: Sequence[str], limit: int,
+                       document_ids: Sequence[int] | None = None,
+                       counts: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
+        """BM25 over chunk terms: (chunk id, score), best first, score > 0. `stems`: the
+        terms as the index stems them (`TermMatcher.stems`); `counts`: `term_chunk_counts`
+        of them, when the caller has it."""
+        if not terms or limit <= 0:
             return []
-        sql = ("SELECT rowid, bm25(chunk_terms) AS s FROM chunk_terms "
-               "WHERE chunk_terms MATCH :match")
-        params: dict[str, Any] = {"match": match, "limit": limit}
-        if document_ids is not None:
-            sql += (" AND rowid IN (SELECT id FROM chunks WHERE document_id IN "
-                    "(SELECT value FROM json_each(:ids)))")
-            params["ids"] = json.dumps(list(document_ids))
-        sql += " ORDER BY s, rowid LIMIT :limit"
-        with self.engine.connect() as connection:
-            rows = connection.execute(text(sql), params)
-            return [(int(i), -float(s)) for i, s in rows]
+        return self.terms.search(self.engine, terms, stems, limit, document_ids, counts)
 
     def term_chunk_counts(self, stems: Sequence[str]) -> dict[str, int]:
         """How many chunks contain each (stemmed) term."""
-        if not self.lexical or not stems:
-            return {}
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT term, doc FROM chunk_terms_vocab WHERE term IN "
-                     "(SELECT value FROM json_each(:terms))"),
-                {"terms": json.dumps(list(stems))})
-            return {str(t): int(n) for t, n in rows}
+        return self.terms.counts(self.engine, stems) if stems else {}
 
     def chunk_ids(self) -> list[int]:
         """Every stored chunk id (the backfill of a vector space compares against these)."""
@@ -263,12 +244,9 @@ class Store:
             return [int(i) for (i,) in connection.execute(text("SELECT id FROM chunks"))]
 
     def chunk_ids_of(self, document_ids: Sequence[int]) -> list[int]:
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT id FROM chunks WHERE document_id IN "
-                     "(SELECT value FROM json_each(:ids))"),
-                {"ids": json.dumps(list(document_ids))})
-            return [int(i) for (i,) in rows]
+        with self._sessions() as session:
+            return [int(i) for i in session.scalars(
+                select(ChunkRow.id).where(ChunkRow.document_id.in_(list(document_ids))))]
 
     def chunks_by_id(self, ids: Iterable[int]) -> dict[int, Chunk]:
         wanted = list(ids)
@@ -305,6 +283,18 @@ class Store:
                                           ScanLineRow.page == chunk.page)
                                    .order_by(ScanLineRow.line))
             return [OcrLine(r.text, r.left, r.top, r.right, r.bottom) for r in rows]
+
+    def scans_of(self, document_id: int) -> list[tuple[int, Scan]]:
+        """A document's stored OCR lines per page, as scans of a 1 x 1 page (the boxes are
+        fractions already): what a copy of the document stores again."""
+        pages: dict[int, list[OcrLine]] = {}
+        with self._sessions() as session:
+            for row in session.scalars(select(ScanLineRow)
+                                       .where(ScanLineRow.document_id == document_id)
+                                       .order_by(ScanLineRow.page, ScanLineRow.line)):
+                pages.setdefault(row.page, []).append(
+                    OcrLine(row.text, row.left, row.top, row.right, row.bottom))
+        return [(page, Scan(1.0, 1.0, tuple(lines))) for page, lines in pages.items()]
 
     # -- writes (inside `transaction()`) ------------------------------------------------
     @staticmethod
@@ -351,8 +341,8 @@ class Store:
                                                         DocumentRow.same_as.is_(None))
                               .order_by(DocumentRow.id).limit(1))
 
-    @staticmethod
     def put_document(
+        self,
         session: Session,
         *,
         path: str,
@@ -365,12 +355,14 @@ class Store:
         drafts: Sequence[ChunkDraft],
         same_as: int | None = None,
         scans: Sequence[tuple[int, Scan]] = (),
+        ingested_at: datetime | None = None,
     ) -> list[int]:
         """Insert a document with its chunks and the OCR lines of its scanned pages (page
         number, scan); returns the new chunk ids in draft order."""
         doc = DocumentRow(path=path, file=file, sha256=sha256, content_sha=content_sha,
                           same_as=same_as, size=size, kind=kind, pages=pages,
-                          chunk_count=len(drafts), ingested_at=datetime.now(timezone.utc))
+                          chunk_count=len(drafts),
+                          ingested_at=ingested_at or datetime.now(timezone.utc))
         session.add(doc)
         session.flush()
         rows = [ChunkRow(document_id=doc.id, ordinal=d.ordinal, page=d.page,
@@ -381,19 +373,8 @@ class Store:
                         for page, scan in scans
                         for number, ln in enumerate(scan.normalized()))
         session.flush()
-        if session.get_bind().dialect.name == "sqlite":
-            _insert_terms(session, [_terms_row(r.id, r.heading, r.text) for r in rows])
+        self.terms.insert(session, [(r.id, r.heading, r.text) for r in rows])
         return [r.id for r in rows]
-
-
-def _terms_row(chunk_id: int, heading: str, body: str) -> dict[str, Any]:
-    return {"id": chunk_id, "terms": index_terms(searchable(heading, body))}
-
-
-def _insert_terms(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(text("INSERT INTO chunk_terms(rowid, terms) VALUES (:id, :terms)"),
-                        rows)
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -17,9 +17,10 @@ import json
 import shutil
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, overload
 
 from kbqa.errors import IndexMissing
 from kbqa.ingest.faults import kill_point
@@ -29,6 +30,7 @@ from kbqa.ingest.index import (
     kept_generations,
     stale_generation_files,
 )
+from kbqa.ingest.lock import writer_lock
 from kbqa.ingest.store import Store
 from sqlalchemy.orm import Session
 
@@ -40,14 +42,41 @@ DefaultSpace = Callable[[], tuple[str, int]]  # (name, dim) of an empty base's f
 Rows = Callable[[Session, "IngestState"], None]  # what a commit writes to the rows
 
 
+class VectorSpaces(Protocol):
+    """What a knowledge base's vector storage does (FAISS files here; PostgreSQL tables in
+    `pg_vectors`): readers' spaces, a writer's draft, commits with the rows, clearing."""
+
+    def generation(self) -> int: ...
+
+    def committed(self, default: DefaultSpace) -> dict[str, Any]: ...
+
+    def forget(self) -> None: ...
+
+    def draft(self, default: DefaultSpace) -> IngestState: ...
+
+    def new_space(self, dim: int) -> Any: ...
+
+    def settle(self, state: IngestState, ok: bool) -> None: ...
+
+    def commit(self, state: IngestState, rows: Rows, meta: dict[str, str] | None = None
+               ) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def writer_lock(self, on_wait: Callable[[str], None] | None = None
+                    ) -> AbstractContextManager[None]: ...
+
+    def size_on_disk(self) -> int: ...
+
+
 @dataclass
 class IngestState:
     """A writer's copy of the vector spaces (by embedder name, the first one named in meta
     "embedder") and the generation it starts from and advances."""
 
-    indexes: dict[str, VectorIndex]
+    indexes: dict[str, Any]  # VectorIndex, or a PostgreSQL draft of one
     generation: int
-    spaces: FaissSpaces
+    spaces: VectorSpaces
 
     @property
     def index(self) -> VectorIndex:
@@ -62,7 +91,7 @@ class IngestState:
 
         array = np.asarray(vectors, dtype=np.float32)
         if name not in self.indexes:
-            self.indexes[name] = VectorIndex(array.shape[1])
+            self.indexes[name] = self.spaces.new_space(array.shape[1])
         self.indexes[name].add(ids, array)
 
 
@@ -90,10 +119,12 @@ def recorded_spaces(store: Store, counts: bool = False) -> list[Any]:
 class FaissSpaces:
     """The vector spaces of one knowledge base folder: read, drafted, committed, cleared."""
 
-    def __init__(self, folder: Path, store: Store, *, ann_threshold: int = 0) -> None:
+    def __init__(self, folder: Path, store: Store, *, ann_threshold: int = 0,
+                 lock_timeout_s: float = 600.0) -> None:
         self.folder = folder
         self.store = store
         self.ann_threshold = ann_threshold
+        self.lock_timeout_s = lock_timeout_s
         self._lock = threading.Lock()
         self._indexes: dict[str, VectorIndex] | None = None
         self._generation = -1
@@ -210,6 +241,14 @@ class FaissSpaces:
         shutil.rmtree(self.folder, ignore_errors=True)
         with self._lock:
             self._indexes, self._generation = None, -1
+
+    def new_space(self, dim: int) -> VectorIndex:
+        return VectorIndex(dim)
+
+    def writer_lock(self, on_wait: Callable[[str], None] | None = None
+                    ) -> AbstractContextManager[None]:
+        """One writer at a time: a lock file in the knowledge base folder."""
+        return writer_lock(self.folder.parent, self.lock_timeout_s, on_wait=on_wait)
 
     def _tidy(self, generation: int) -> None:
         for stale in stale_generation_files(self.folder, kept_generations(generation)):

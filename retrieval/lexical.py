@@ -118,6 +118,23 @@ class TermMatcher:
             stems.setdefault(int(doc), term)
         return [stems.get(i + 1, "") for i in range(len(query_terms_))]
 
+    def token_streams(self, texts: Mapping[int, str]) -> dict[int, list[str]]:
+        """Each text's tokens as FTS5 indexes them (stemmed, in order): what a database
+        without FTS5 stores so that it ranks the same.
+
+        Example: token_streams({1: "engines run"}) == {1: ["engin", "run"]}"""
+        if not texts:
+            return {}
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM t")
+            self._db.executemany("INSERT INTO t(rowid, x) VALUES (?, ?)", list(texts.items()))
+            rows = self._db.execute("SELECT doc, term FROM v ORDER BY doc, offset").fetchall()
+            self._db.execute("DELETE FROM t")
+        streams: dict[int, list[str]] = {i: [] for i in texts}
+        for doc, term in rows:
+            streams[int(doc)].append(term)
+        return streams
+
     def present(self, query_terms_: Sequence[str], texts: Mapping[int, str]
                 ) -> dict[int, set[str]]:
         """For each text id, the query terms it contains after stemming."""

@@ -24,7 +24,6 @@ from kbqa.retrieval.lexical import (
     TermMatcher,
     coverage,
     idf,
-    match_expression,
     query_terms,
     searchable,
     selective_terms,
@@ -117,11 +116,10 @@ class _Scorer:
             for i in remaining:
                 if i in known:
                     scored[i] = (name, known[i])
-            if unknown:
+            if unknown:  # the cosines of chunks dense recall did not bring
                 index = self._spaces[name].index
-                for i, vector in zip(unknown, index.vectors(unknown), strict=True):
-                    if vector.any():
-                        scored[i] = (name, float(vector @ self.vector(name)))
+                for i, cosine in index.similarities(self.vector(name), unknown).items():
+                    scored[i] = (name, cosine)
             remaining = [i for i in remaining if i not in scored]
         scored.update((i, (self.order[0], 0.0)) for i in remaining)  # held by no space
         return scored
@@ -203,15 +201,17 @@ class Retriever:
         counts = self._store.term_chunk_counts(stems)
         total = max(max(len(space.index) for space in spaces), 1)
         weights = {t: idf(total, counts.get(s, 0)) for t, s in pairs}
-        match = match_expression(selective_terms(terms, [counts.get(s, 0) for s in stems]))
+        chosen_terms = selective_terms(terms, [counts.get(s, 0) for s in stems])
+        stem_of = dict(pairs)
         lexical: list[tuple[int, float]] = []
         exact = mode == "hybrid" and self.options.fusion == "score"
         if mode != "dense":
             # Score fusion needs the BM25 of dense recall's finds too: one query for the
             # best LEXICAL_SCORED matches costs what the top `depth` does (FTS5 scores every
             # match either way), where a second query for those rows cost 4-10x more.
-            lexical = self._store.lexical_search(match, max(depth, LEXICAL_SCORED) if exact
-                                                 else depth, documents)
+            lexical = self._store.lexical_search(
+                chosen_terms, [stem_of[t] for t in chosen_terms],
+                max(depth, LEXICAL_SCORED) if exact else depth, documents, counts)
         dense: list[tuple[int, float]] = []
         chosen: dict[int, tuple[str, float]] = {}
         if mode != "lexical":

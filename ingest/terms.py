@@ -1,0 +1,205 @@
+"""Lexical search over chunk terms, per database: SQLite's FTS5, or PostgreSQL's tsvector.
+
+Both index the same terms (`kbqa.text.tokens()`, FTS5's porter stemmer) and rank by the same
+BM25 (k1 1.2, b 0.75, FTS5's idf), so a knowledge base ranks alike on either database.
+PostgreSQL gets the terms already cut and stemmed, as a tsvector literal with positions
+(no server-side parser: Chinese bigrams stay bigrams), and a GIN index finds the chunks
+that hold a query's terms; BM25 is computed in SQL from the positions (term frequency),
+the stored term count of each chunk and the collection's totals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from kbqa.retrieval.lexical import (
+    FTS5_TOKENIZER,
+    TERMS_VERSION,
+    TermMatcher,
+    index_terms,
+    match_expression,
+    searchable,
+)
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() defaults
+TERM_ROWS_BATCH = 2000
+
+Chunks = Iterable[tuple[int, str, str]]  # (chunk id, heading, body)
+
+
+class ChunkTerms(Protocol):
+    """The lexical index of the chunks, in the chunks' own database and transactions."""
+
+    def ensure(self, engine: Engine, chunks: Chunks) -> None:
+        """Create what is missing; rebuild the rows from `chunks` when the terms changed."""
+
+    def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None: ...
+
+    def clear(self, session: Session) -> None: ...
+
+    def search(self, engine: Engine, terms: Sequence[str], stems: Sequence[str], limit: int,
+               document_ids: Sequence[int] | None,
+               counts: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
+        """BM25 of the chunks holding any of the terms (`stems`: their stemmed forms;
+        `counts`: their chunk counts, when known already): (chunk id, score), best first,
+        ties by id."""
+
+    def counts(self, engine: Engine, stems: Sequence[str]) -> dict[str, int]:
+        """How many chunks hold each stemmed term."""
+
+
+class Fts5Terms:
+    """An FTS5 table kept in step with `chunks` (inserts here, deletes by trigger)."""
+
+    def ensure(self, engine: Engine, chunks: Chunks) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, "
+                f"tokenize='{FTS5_TOKENIZER}')")
+            connection.exec_driver_sql(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms_vocab "
+                "USING fts5vocab(chunk_terms, 'row')")
+            connection.exec_driver_sql(
+                "CREATE TRIGGER IF NOT EXISTS chunk_terms_delete AFTER DELETE ON chunks "
+                "BEGIN DELETE FROM chunk_terms WHERE rowid = old.id; END")
+
+    def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None:
+        if chunks:
+            session.execute(text("INSERT INTO chunk_terms(rowid, terms) VALUES (:id, :terms)"),
+                            [{"id": i, "terms": index_terms(searchable(h, b))}
+                             for i, h, b in chunks])
+
+    def clear(self, session: Session) -> None:
+        session.execute(text("DELETE FROM chunk_terms"))
+
+    def search(self, engine: Engine, terms: Sequence[str], stems: Sequence[str], limit: int,
+               document_ids: Sequence[int] | None,
+               counts: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
+        sql = ("SELECT rowid, bm25(chunk_terms) AS s FROM chunk_terms "
+               "WHERE chunk_terms MATCH :match")
+        params: dict[str, Any] = {"match": match_expression(terms), "limit": limit}
+        if document_ids is not None:
+            sql += (" AND rowid IN (SELECT id FROM chunks WHERE document_id IN "
+                    "(SELECT value FROM json_each(:ids)))")
+            params["ids"] = json.dumps(list(document_ids))
+        sql += " ORDER BY s, rowid LIMIT :limit"
+        with engine.connect() as connection:
+            return [(int(i), -float(s)) for i, s in connection.execute(text(sql), params)]
+
+    def counts(self, engine: Engine, stems: Sequence[str]) -> dict[str, int]:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT term, doc FROM chunk_terms_vocab WHERE term IN "
+                     "(SELECT value FROM json_each(:terms))"),
+                {"terms": json.dumps(list(stems))})
+            return {str(t): int(n) for t, n in rows}
+
+
+class PgTerms:
+    """A tsvector per chunk (its stemmed terms with positions) and its term count, GIN
+    indexed; rows go with their chunk (foreign key, on delete cascade)."""
+
+    def __init__(self, matcher: TermMatcher | None = None) -> None:
+        self._matcher = matcher or TermMatcher()
+
+    def ensure(self, engine: Engine, chunks: Chunks) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS chunk_terms (chunk_id INTEGER PRIMARY KEY "
+                "REFERENCES chunks(id) ON DELETE CASCADE, terms TSVECTOR NOT NULL, "
+                "length INTEGER NOT NULL)")
+            connection.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS ix_chunk_terms_terms ON chunk_terms USING gin(terms)")
+
+    def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None:
+        for start in range(0, len(chunks), TERM_ROWS_BATCH):
+            part = chunks[start:start + TERM_ROWS_BATCH]
+            streams = self._matcher.token_streams(
+                {i: index_terms(searchable(h, b)) for i, h, b in part})
+            rows = [{"id": i, "terms": tsvector_literal(streams.get(i, [])),
+                     "length": len(streams.get(i, []))} for i, _, _ in part]
+            session.execute(text("INSERT INTO chunk_terms (chunk_id, terms, length) VALUES "
+                                 "(:id, CAST(:terms AS tsvector), :length)"), rows)
+
+    def clear(self, session: Session) -> None:
+        session.execute(text("DELETE FROM chunk_terms"))
+
+    def search(self, engine: Engine, terms: Sequence[str], stems: Sequence[str], limit: int,
+               document_ids: Sequence[int] | None,
+               counts: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
+        wanted = [s for s in dict.fromkeys(stems) if s]
+        if not wanted:
+            return []
+        known = counts or {}
+        if any(s not in known for s in wanted):
+            known = {**known, **self.counts(engine, [s for s in wanted if s not in known])}
+        counts = {s: known[s] for s in wanted if known.get(s)}
+        filters = ""
+        params: dict[str, Any] = {"query": tsquery_literal(wanted), "limit": limit,
+                                  "stems": wanted, "k1": BM25_K1, "b": BM25_B,
+                                  "df": json.dumps(counts)}
+        if document_ids is not None:
+            filters = (" AND c.chunk_id IN (SELECT id FROM chunks WHERE document_id = "
+                       "ANY(:ids))")
+            params["ids"] = list(document_ids)
+        sql = f"""
+            WITH totals AS (SELECT count(*)::float8 AS n, avg(length)::float8 AS avgdl
+                            FROM chunk_terms),
+                 df AS (SELECT key AS term, value::float8 AS n
+                        FROM json_each_text(CAST(:df AS json)))
+            SELECT c.chunk_id, sum(
+                     greatest(ln((totals.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
+                     * (t.tf * (:k1 + 1))
+                     / (t.tf + :k1 * (1 - :b + :b * c.length / totals.avgdl))) AS score
+            FROM chunk_terms c
+            CROSS JOIN totals
+            CROSS JOIN LATERAL (SELECT u.lexeme AS term,
+                                       coalesce(array_length(u.positions, 1), 1) AS tf
+                                FROM unnest(c.terms) AS u
+                                WHERE u.lexeme = ANY(:stems)) AS t
+            JOIN df ON df.term = t.term
+            WHERE c.terms @@ CAST(:query AS tsquery){filters}
+            GROUP BY c.chunk_id
+            ORDER BY score DESC, c.chunk_id
+            LIMIT :limit"""
+        with engine.connect() as connection:
+            return [(int(i), float(s)) for i, s in connection.execute(text(sql), params)]
+
+    def counts(self, engine: Engine, stems: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        with engine.connect() as connection:
+            for stem in dict.fromkeys(s for s in stems if s):
+                found[stem] = int(connection.execute(
+                    text("SELECT count(*) FROM chunk_terms WHERE terms @@ "
+                         "CAST(:query AS tsquery)"), {"query": tsquery_literal([stem])}
+                ).scalar() or 0)
+        return {stem: n for stem, n in found.items() if n}
+
+
+def _quoted(lexeme: str) -> str:
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsvector_literal(tokens: Sequence[str]) -> str:
+    """The terms as a tsvector with their positions (1-based; PostgreSQL keeps up to 16383).
+
+    Example: tsvector_literal(["engin", "北京", "engin"]) == "'engin':1,3 '北京':2"
+    """
+    positions: dict[str, list[int]] = {}
+    for number, token in enumerate(tokens, start=1):
+        positions.setdefault(token, []).append(min(number, 16383))
+    return " ".join(f"{_quoted(t)}:{','.join(map(str, p[:256]))}" for t, p in positions.items())
+
+
+def tsquery_literal(stems: Sequence[str]) -> str:
+    """Example: tsquery_literal(["engin", "北京"]) == "'engin' | '北京'" """
+    return " | ".join(_quoted(s) for s in stems)
+
+
+def terms_version_stale(stored: str | None) -> bool:
+    return stored != TERMS_VERSION
