@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -31,6 +32,10 @@ from kbqa.uploads import UPLOADS_DIR, save_uploads
 from pydantic import BaseModel, ConfigDict, Field
 
 MODEL_ID = "kbqa"  # what /v1/models lists: the knowledge base, whichever model answers
+
+
+def _local(host: str) -> bool:
+    return host.lower() in ("localhost", "") or is_loopback(host)
 
 
 def check_api_exposure(address: str, api_key: str) -> None:
@@ -207,6 +212,20 @@ def create_app(kb: KnowledgeBase, *, api_key: str = "", address: str = "127.0.0.
 
     guarded = [Depends(authorized)]
 
+    if is_loopback(address):
+        # Keyless on this machine: a web page the user visits must not reach it, by a
+        # form posted across origins or by a DNS name rebound to 127.0.0.1.
+        @app.middleware("http")
+        async def this_machine_only(request: Request, call_next: Any) -> Any:
+            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+            origin = request.headers.get("origin")
+            origin_host = (urlsplit(origin).hostname or "") if origin else "127.0.0.1"
+            if not (_local(host) and _local(origin_host)):
+                return JSONResponse({"error": {"message": "this API serves this machine "
+                                               "only: call it at 127.0.0.1, not from a web "
+                                               "page"}}, status_code=403)
+            return await call_next(request)
+
     @app.exception_handler(KbqaError)
     def kbqa_error(_request: Request, exc: KbqaError) -> JSONResponse:
         status = 503 if isinstance(exc, ModelBusy) else 400
@@ -267,9 +286,14 @@ def create_app(kb: KnowledgeBase, *, api_key: str = "", address: str = "127.0.0.
 
     @app.post("/v1/documents", dependencies=guarded, status_code=202,
               summary="Upload files (a .zip is unpacked) and ingest them: returns the job")
-    async def upload(files: list[UploadFile] = File(...)) -> dict[str, Any]:  # noqa: B008
-        received = [(f.filename or "upload", await f.read()) for f in files]
-        saved = save_uploads(received, kb.home / UPLOADS_DIR, settings.max_upload_mb * 2**20)
+    def upload(files: list[UploadFile] = File(...)) -> dict[str, Any]:  # noqa: B008
+        # a plain def: FastAPI runs it in a worker thread, not on the event loop
+        limit = settings.max_upload_mb * 2**20
+        received = []
+        for item in files:
+            data = item.file.read(limit + 1)  # no more than the limit is held
+            received.append((item.filename or "upload", data))
+        saved = save_uploads(received, kb.home / UPLOADS_DIR, limit)
         refused = [{"path": f.path, "reason": f.reason} for f in saved.failed]
         if not saved.paths:
             raise HTTPException(400, {"message": "nothing to ingest", "failed": refused})
@@ -323,8 +347,9 @@ def _events(items: Iterator[str | Answer], completion_id: str, created: int, mod
                 yield chunk({}, "stop", **extension)
             else:
                 yield chunk({"content": item})
-    except KbqaError as exc:
-        yield f"data: {json.dumps({'error': {'message': str(exc)}}, ensure_ascii=False)}\n\n"
+    except Exception as exc:  # the client hears it as an event, and the stream still ends
+        message = str(exc) if isinstance(exc, KbqaError) else f"{type(exc).__name__}: {exc}"
+        yield f"data: {json.dumps({'error': {'message': message}}, ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"
 
 

@@ -49,7 +49,7 @@ from retrieval import (
     scifact_queries,
 )
 
-EF_SEARCH = (100, 400, 800, 1600)
+EF_SEARCH = (100, 400, 1000)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kbqa.conversations import ConversationRow, TurnRow
 from kbqa.domain import ChunkDraft
@@ -24,10 +24,14 @@ from sqlalchemy.orm import Session
 
 PROGRESS = "migrated_up_to"  # meta of the destination: the last source document copied
 SOURCE = "migrated_from"  # meta: which knowledge base it is a copy of
+CHATS = "migrated_chats"  # meta: the chats were copied (in their own transaction)
 DONE = "done"
 BATCH_DOCUMENTS = 200
 # Meta the destination writes itself (its commits, its term index).
-OWN_META = {GENERATION, SPACES, FIRST_SPACE, FIRST_DIM, "terms_version", PROGRESS, SOURCE}
+OWN_META = {GENERATION, SPACES, FIRST_SPACE, FIRST_DIM, "terms_version", PROGRESS, SOURCE,
+            CHATS}
+# Each commit to FAISS files rewrites them: a destination on SQLite takes larger batches.
+BATCH_DOCUMENTS_FILES = 5000
 
 ProgressFn = Callable[[int, int], None]  # (documents copied, documents in all)
 
@@ -38,7 +42,6 @@ class MigrationReport:
     chunks: int = 0
     conversations: int = 0
     resumed_after: int = 0
-    id_map: dict[int, int] = field(default_factory=dict)
 
 
 def migrate(source: KnowledgeBase, destination: KnowledgeBase, *, identity: str,
@@ -59,6 +62,8 @@ def migrate(source: KnowledgeBase, destination: KnowledgeBase, *, identity: str,
     if done_up_to == DONE:
         return report
     report.resumed_after = int(done_up_to or 0)
+    if destination.store.dialect == "sqlite":
+        batch_documents = max(batch_documents, BATCH_DOCUMENTS_FILES)
     spaces = source.indexes()
     first_name, first_index = next(iter(spaces.items()))
     documents = [d for d in src.documents() if d.document_id > report.resumed_after]
@@ -90,7 +95,6 @@ def migrate(source: KnowledgeBase, destination: KnowledgeBase, *, identity: str,
                                              .where(DocumentRow.path == doc.path))
                     holders[doc.document_id] = int(new_doc or 0)
                     old_ids = [c.chunk_id for c in chunks]
-                    report.id_map.update(zip(old_ids, new_ids, strict=True))
                     for name, index in spaces.items():
                         vectors = index.vectors(old_ids)
                         held = vectors.any(axis=1)
@@ -107,7 +111,7 @@ def migrate(source: KnowledgeBase, destination: KnowledgeBase, *, identity: str,
         if total == 0 and report.resumed_after == 0:
             destination.vectors.commit(state, lambda session, _state: _copy_meta(
                 src, dst, session, identity))
-        report.conversations = _copy_chats(source, destination, report.id_map)
+        report.conversations = _copy_chats(source, destination)
         destination.vectors.settle(state, ok=True)
         with dst.transaction() as session:
             dst.set_meta(session, PROGRESS, DONE)
@@ -128,17 +132,22 @@ def _copy_meta(src: Store, dst: Store, session: Session, identity: str) -> None:
     dst.set_meta(session, SOURCE, identity)
 
 
-def _copy_chats(source: KnowledgeBase, destination: KnowledgeBase, id_map: dict[int, int]
-                ) -> int:
-    """The kept chats, their citations pointed at the copied passages (a resumed copy maps
-    what it copied this time; older citations keep their quotes, which the viewer checks).
-    """
+def _chunk_ids_by_place(store: Store) -> dict[tuple[str, int], int]:
+    """(path of the document holding the chunk, ordinal) -> chunk id."""
+    return {(chunk.source, chunk.ordinal): chunk.chunk_id for chunk in store.iter_chunks()}
+
+
+def _copy_chats(source: KnowledgeBase, destination: KnowledgeBase) -> int:
+    """The kept chats, once, their citations pointed at the same passages in the copy (a
+    passage the source no longer holds gets no id: the viewer shows the quote alone)."""
+    if destination.store.get_meta(CHATS) == "1":
+        return 0
     source.conversations  # noqa: B018  (creates the tables of an older knowledge base)
     destination.conversations  # noqa: B018
+    old = {chunk_id: place for place, chunk_id in _chunk_ids_by_place(source.store).items()}
+    new = _chunk_ids_by_place(destination.store)
+    count = 0
     with source.store.transaction() as reading, destination.store.transaction() as writing:
-        if writing.scalar(select(ConversationRow.id).limit(1)) is not None:
-            return 0  # copied by an earlier run
-        count = 0
         for chat in reading.scalars(select(ConversationRow).order_by(ConversationRow.id)):
             copy = ConversationRow(title=chat.title, created_at=chat.created_at,
                                    updated_at=chat.updated_at)
@@ -148,10 +157,11 @@ def _copy_chats(source: KnowledgeBase, destination: KnowledgeBase, id_map: dict[
                                         .order_by(TurnRow.id)):
                 answer = json.loads(turn.answer)
                 for cite in answer.get("citations", []):
-                    cite["chunk_id"] = id_map.get(cite.get("chunk_id"), cite.get("chunk_id"))
+                    place = old.get(cite.get("chunk_id"))
+                    cite["chunk_id"] = new.get(place, 0) if place else 0
                 writing.add(TurnRow(conversation_id=copy.id, question=turn.question,
                                     answer=json.dumps(answer, ensure_ascii=False),
                                     asked_at=turn.asked_at))
             count += 1
+        destination.store.set_meta(writing, CHATS, "1")
     return count
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from kbqa.errors import SettingError
 from kbqa.ingest.terms import ChunkTerms, Fts5Terms, PgTerms
 from kbqa.retrieval.lexical import TERMS_VERSION
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -52,7 +54,7 @@ class DocumentRow(Base):
     # held by the first; the others point at it with `same_as`.
     content_sha: Mapped[str] = mapped_column(String(64), index=True)
     same_as: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -244,9 +246,14 @@ class Store:
             return [int(i) for (i,) in connection.execute(text("SELECT id FROM chunks"))]
 
     def chunk_ids_of(self, document_ids: Sequence[int]) -> list[int]:
-        with self._sessions() as session:
-            return [int(i) for i in session.scalars(
-                select(ChunkRow.id).where(ChunkRow.document_id.in_(list(document_ids))))]
+        # one bound value for any number of documents (SQLite caps bound variables)
+        sql = ("SELECT id FROM chunks WHERE document_id IN (SELECT value FROM json_each(:ids))"
+               if self.dialect == "sqlite" else
+               "SELECT id FROM chunks WHERE document_id = ANY(:ids)")
+        ids: Any = json.dumps(list(document_ids)) if self.dialect == "sqlite" \
+            else list(document_ids)
+        with self.engine.connect() as connection:
+            return [int(i) for (i,) in connection.execute(text(sql), {"ids": ids})]
 
     def chunks_by_id(self, ids: Iterable[int]) -> dict[int, Chunk]:
         wanted = list(ids)

@@ -27,6 +27,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() defaults
+# PostgreSQL refuses a tsvector word over this many bytes (a hex dump, words run together):
+# such a word is left out of the index, and still counted in the chunk's length.
+MAX_LEXEME_BYTES = 2046
 TERM_ROWS_BATCH = 2000
 
 Chunks = Iterable[tuple[int, str, str]]  # (chunk id, heading, body)
@@ -132,17 +135,22 @@ class PgTerms:
     def search(self, engine: Engine, terms: Sequence[str], stems: Sequence[str], limit: int,
                document_ids: Sequence[int] | None,
                counts: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
-        wanted = [s for s in dict.fromkeys(stems) if s]
+        # FTS5 scores each OR'ed term: a stem two query terms share counts twice there.
+        weight: dict[str, int] = {}
+        for stem in stems:
+            if stem:
+                weight[stem] = weight.get(stem, 0) + 1
+        wanted = list(weight)
         if not wanted:
             return []
         known = counts or {}
         if any(s not in known for s in wanted):
             known = {**known, **self.counts(engine, [s for s in wanted if s not in known])}
-        counts = {s: known[s] for s in wanted if known.get(s)}
+        found = {s: [known[s], weight[s]] for s in wanted if known.get(s)}
         filters = ""
         params: dict[str, Any] = {"query": tsquery_literal(wanted), "limit": limit,
                                   "stems": wanted, "k1": BM25_K1, "b": BM25_B,
-                                  "df": json.dumps(counts)}
+                                  "df": json.dumps(found)}
         if document_ids is not None:
             filters = (" AND c.chunk_id IN (SELECT id FROM chunks WHERE document_id = "
                        "ANY(:ids))")
@@ -150,10 +158,11 @@ class PgTerms:
         sql = f"""
             WITH totals AS (SELECT count(*)::float8 AS n, avg(length)::float8 AS avgdl
                             FROM chunk_terms),
-                 df AS (SELECT key AS term, value::float8 AS n
-                        FROM json_each_text(CAST(:df AS json)))
+                 df AS (SELECT key AS term, (value->>0)::float8 AS n,
+                               (value->>1)::float8 AS w
+                        FROM json_each(CAST(:df AS json)))
             SELECT c.chunk_id, sum(
-                     greatest(ln((totals.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
+                     df.w * greatest(ln((totals.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
                      * (t.tf * (:k1 + 1))
                      / (t.tf + :k1 * (1 - :b + :b * c.length / totals.avgdl))) AS score
             FROM chunk_terms c
@@ -192,7 +201,8 @@ def tsvector_literal(tokens: Sequence[str]) -> str:
     """
     positions: dict[str, list[int]] = {}
     for number, token in enumerate(tokens, start=1):
-        positions.setdefault(token, []).append(min(number, 16383))
+        if len(token.encode("utf-8")) <= MAX_LEXEME_BYTES:
+            positions.setdefault(token, []).append(min(number, 16383))
     return " ".join(f"{_quoted(t)}:{','.join(map(str, p[:256]))}" for t, p in positions.items())
 
 

@@ -13,6 +13,7 @@ What the HTTP API does not give, kbqa measures once at start:
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -45,8 +46,16 @@ class ServerError(KbqaError):
 
 
 def is_loopback(url: str) -> bool:
+    """Example: is_loopback("http://127.0.0.1:8080/v1") and not is_loopback("http://127.x.org")"""
+    import ipaddress
+
     host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RemoteGenerator:
@@ -166,6 +175,11 @@ class RemoteGenerator:
                 "top_p": 0.9}
         with self._busy, self._request("POST", "/v1/chat/completions", body,
                                        READ_TIMEOUT_S) as response:
+            yield from self._pieces(response)
+
+    def _pieces(self, response: Any) -> Iterator[str]:
+        """The text of an OpenAI server-sent stream; a broken stream is a ServerError."""
+        try:
             for raw in response:
                 line = raw.decode("utf-8").strip()
                 if not line.startswith("data:"):
@@ -181,6 +195,9 @@ class RemoteGenerator:
                     piece = (choice.get("delta") or {}).get("content")
                     if piece:
                         yield piece
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise ServerError(f"the model server at {self.base} broke off its answer "
+                              f"({type(exc).__name__}: {exc}); ask again") from None
 
     def choice_probabilities(self, messages: Sequence[Message],
                              choices: Sequence[Sequence[str]]) -> list[float]:
@@ -192,10 +209,11 @@ class RemoteGenerator:
             reply = self._json("POST", "/v1/chat/completions", body, READ_TIMEOUT_S)
         choice = (reply.get("choices") or [{}])[0]
         content = ((choice.get("logprobs") or {}).get("content") or [{}])[0]
-        candidates = [(t.get("token", ""), float(t.get("logprob", -math.inf)))
-                      for t in content.get("top_logprobs") or []]
+        candidates = [(t.get("token") or "", float(t["logprob"]))
+                      for t in content.get("top_logprobs") or []
+                      if isinstance(t.get("logprob"), (int, float))]
         if not candidates:
-            candidates = [((choice.get("message") or {}).get("content", ""), 0.0)]
+            candidates = [((choice.get("message") or {}).get("content") or "", 0.0)]
         mass = [0.0 for _ in choices]
         for token, logprob in candidates:
             index = _choice_of(token, choices)

@@ -88,6 +88,14 @@ def test_a_key_guards_everything_but_health_and_the_network_needs_one(tmp_path: 
         outside = httpx.post(f"{base}/v1/ingest", json={"paths": [str(tmp_path)]},
                              headers={"Authorization": "Bearer k3y"})
         assert outside.status_code == 400 and "KBQA_INGEST_FOLDERS" in outside.text
+    with running(create_app(kb)) as base:  # keyless, on this machine only
+        assert httpx.get(f"{base}/v1/documents").status_code == 200
+        for headers in ({"Origin": "http://evil.example"},  # a page posting across origins
+                        {"Host": "rebound.example"}):  # a DNS name rebound to 127.0.0.1
+            refused = httpx.get(f"{base}/v1/documents", headers=headers)
+            assert refused.status_code == 403 and "this machine only" in refused.text
+        assert httpx.get(f"{base}/v1/documents",
+                         headers={"Origin": "http://localhost:8501"}).status_code == 200
     kb.close()
     refused = subprocess.run([sys.executable, "-m", "kbqa", "--home", str(tmp_path / "h2"),
                               "api", "--host", "0.0.0.0"], capture_output=True, text=True,

@@ -22,9 +22,10 @@ TEXTS = [
     "青川渡轮的船长是周海宁。渡轮每天早上六点二十分出发。",
     "渡轮的票价是十八元，船长说周末加开一班。",
     "Engines and engineering: the engine room holds two engines.",
+    "A dump of a damaged scan: " + "7f3a" * 700 + " ends the engine log.",
 ]
 QUERIES = [["pump", "servic"], ["kit", "zk7731"], ["harbor", "open"], ["青川", "渡轮", "船长"],
-           ["engin"], ["nothing"]]
+           ["engin"], ["engine", "engines"], ["nothing"]]
 
 
 def _fill(store: Store) -> list[int]:
