@@ -69,12 +69,17 @@ class PgVectorIndex:
 
     kind = "hnsw"
 
-    def __init__(self, engine: Any, table: str, dim: int) -> None:
+    def __init__(self, engine: Any, table: str, dim: int, count: int = -1) -> None:
         self._engine = engine
         self.table = table
         self.dim = dim
+        self._count = count  # as the last commit recorded it (-1: unknown, counted)
 
     def __len__(self) -> int:
+        """The vector count: from the commit's record when given (a count(*) of a
+        million-row table costs more than the search)."""
+        if self._count >= 0:
+            return self._count
         with self._engine.connect() as connection:
             return int(connection.execute(text(f"SELECT count(*) FROM {self.table}")).scalar()
                        or 0)
@@ -175,12 +180,12 @@ class PgSpaces:
         return int(self.store.get_meta(GENERATION, "0") or 0)
 
     def committed(self, default: DefaultSpace) -> dict[str, Any]:
-        spaces = recorded_spaces(self.store)
+        spaces = recorded_spaces(self.store, counts=True)
         if not spaces:
             name, dim = default()
             return {name: VectorIndex(dim)}  # an empty space until the first commit
-        return {name: PgVectorIndex(self.engine, table_of(position), dim)
-                for position, (name, dim) in enumerate(spaces)}
+        return {name: PgVectorIndex(self.engine, table_of(position), dim, count)
+                for position, (name, dim, count) in enumerate(spaces)}
 
     def forget(self) -> None:
         """Nothing is cached: every read goes to the tables."""

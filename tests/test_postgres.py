@@ -95,10 +95,13 @@ def test_vectors_commit_with_their_rows_or_not_at_all(postgres_url: str,
     with pytest.raises(OSError):
         _commit(store, state, [staged("/b", [[0, 0, 1, 0]])], ["/a"])
     monkeypatch.undo()
-    assert store.counts() == (1, 2) and len(index) == 2  # nothing of it stayed
+    committed = spaces.committed(lambda: ("fixed", 4))["fixed"]
+    assert store.counts() == (1, 2) and len(committed) == 2  # nothing of it stayed
+    assert len(index.ids()) == 2
     assert not state.indexes["fixed"].added and state.generation == 1
     _commit(store, state, [], ["/a"])
-    assert store.counts() == (0, 0) and len(index) == 0  # the vectors went with the rows
+    assert store.counts() == (0, 0) and len(index.ids()) == 0  # the vectors went with the rows
+    assert len(spaces.committed(lambda: ("fixed", 4))["fixed"]) == 0
     store.close()
 
 
