@@ -35,7 +35,7 @@ MODEL_ID = "kbqa"  # what /v1/models lists: the knowledge base, whichever model 
 
 
 def _local(host: str) -> bool:
-    return host.lower() in ("localhost", "") or is_loopback(host)
+    return not host or is_loopback(host)
 
 
 def check_api_exposure(address: str, api_key: str) -> None:

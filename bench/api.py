@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 SQUAD = ROOT.parent / "shared" / "data" / "squad-v1.1-dev.json"
 
+from browser import free_port  # noqa: E402
 from injection import FACTS_EN  # noqa: E402
 from load import percentile  # noqa: E402
 from speed import table  # noqa: E402
@@ -152,9 +152,7 @@ def main() -> int:
         folder = Path(tmp)
         searches = corpus(folder / "docs", args.paragraphs, rng)
         searches += [question for _, question, _ in FACTS_EN]
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         model = ROOT / "data" / "models" / (
             SMALL_CHAT_MODEL_FILE if args.model == "small" else DEFAULT_CHAT_MODEL_FILE)
         env = {**os.environ, "KBQA_HOME": str(folder / "home"), "KBQA_MODEL": str(model)}

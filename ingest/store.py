@@ -164,7 +164,7 @@ class Store:
         """The lexical index of chunk terms, kept in step with `chunks` (inserts in
         `put_document`; deletes follow the chunk rows), rebuilt from the chunk text when
         it was made by another tokenizer version."""
-        self.terms.ensure(self.engine, ())
+        self.terms.ensure(self.engine)
         if self.get_meta("terms_version") == TERMS_VERSION:
             return
         with self.transaction() as session:

@@ -11,7 +11,7 @@ the stored term count of each chunk and the collection's totals.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from kbqa.retrieval.lexical import (
@@ -32,14 +32,13 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() defaults
 MAX_LEXEME_BYTES = 2046
 TERM_ROWS_BATCH = 2000
 
-Chunks = Iterable[tuple[int, str, str]]  # (chunk id, heading, body)
-
 
 class ChunkTerms(Protocol):
     """The lexical index of the chunks, in the chunks' own database and transactions."""
 
-    def ensure(self, engine: Engine, chunks: Chunks) -> None:
-        """Create what is missing; rebuild the rows from `chunks` when the terms changed."""
+    def ensure(self, engine: Engine) -> None:
+        """Create the tables and indexes that are missing (`Store` refills the rows when
+        the terms changed)."""
 
     def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None: ...
 
@@ -59,7 +58,7 @@ class ChunkTerms(Protocol):
 class Fts5Terms:
     """An FTS5 table kept in step with `chunks` (inserts here, deletes by trigger)."""
 
-    def ensure(self, engine: Engine, chunks: Chunks) -> None:
+    def ensure(self, engine: Engine) -> None:
         with engine.begin() as connection:
             connection.exec_driver_sql(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, "
@@ -110,7 +109,7 @@ class PgTerms:
     def __init__(self, matcher: TermMatcher | None = None) -> None:
         self._matcher = matcher or TermMatcher()
 
-    def ensure(self, engine: Engine, chunks: Chunks) -> None:
+    def ensure(self, engine: Engine) -> None:
         with engine.begin() as connection:
             connection.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS chunk_terms (chunk_id INTEGER PRIMARY KEY "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kbqa.access import is_loopback as address_is_loopback
 from kbqa.errors import KbqaError, ModelMissing
 from kbqa.llm.model import Message
 
@@ -47,15 +48,7 @@ class ServerError(KbqaError):
 
 def is_loopback(url: str) -> bool:
     """Example: is_loopback("http://127.0.0.1:8080/v1") and not is_loopback("http://127.x.org")"""
-    import ipaddress
-
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return address_is_loopback(urlsplit(url).hostname or "")
 
 
 class RemoteGenerator:

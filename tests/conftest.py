@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))  # its helpers serve tests too
 
 import kbqa
+from browser import free_port
 from kbqa.settings import SMALL_CHAT_MODEL_FILE, from_env
 from pdfgen import write_pdf
 
@@ -91,16 +93,13 @@ def small_generator():
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server with the small packaged model, on a
     free loopback port: a real model server, as a team would run one (its /v1 address)."""
-    import socket
     import subprocess
     import time
     import urllib.request
 
     if not SMALL_MODEL.is_file():
         pytest.fail(f"{SMALL_MODEL} is missing: run `make setup` (make test does it)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("model-server") / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(

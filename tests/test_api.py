@@ -4,7 +4,6 @@ the client is plain HTTP (httpx), as any OpenAI client or script would be."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 from kbqa.errors import SettingError
 
 
@@ -23,9 +23,7 @@ def running(app) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port, in a thread; its base address."""
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

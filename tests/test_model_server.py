@@ -4,11 +4,10 @@ real one: llama-cpp-python's server with the small packaged model, on loopback."
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_MODEL
+from conftest import SMALL_MODEL, free_port
 from kbqa.errors import KbqaError
 from kbqa.llm.remote import RemoteGenerator, _choice_of, is_loopback
 
@@ -25,9 +24,7 @@ def test_loopback_addresses_and_choice_tokens() -> None:
 
 
 def test_a_server_that_is_not_there_is_named_with_what_to_do() -> None:
-    with socket.socket() as probe:  # a free port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens there yet
     with pytest.raises(KbqaError, match=rf"127\.0\.0\.1:{port} is not reachable.*"
                                         "unset KBQA_LLM_URL"):
         RemoteGenerator(f"http://127.0.0.1:{port}/v1")
