@@ -302,10 +302,16 @@ def create_app(kb: KnowledgeBase, *, api_key: str = "", address: str = "127.0.0.
     @app.delete("/v1/documents/{document_id}", dependencies=guarded,
                 summary="Forget a document (its file on disk stays)")
     def delete(document_id: int) -> dict[str, Any]:
-        stored = next((d for d in kb.documents() if d.document_id == document_id), None)
+        documents = kb.documents()
+        stored = next((d for d in documents if d.document_id == document_id), None)
         if stored is None:
             raise HTTPException(404, f"no document {document_id}: GET /v1/documents lists "
                                      "them")
+        if stored.file and stored.file != stored.path:  # an e-mail's attachment
+            parent = next((d.document_id for d in documents if d.path == stored.file), None)
+            raise HTTPException(409, f"{stored.path} is an attachment of {stored.file}: it is "
+                                     "forgotten with its message (DELETE /v1/documents/"
+                                     f"{parent if parent is not None else '<its id>'})")
         return {"removed": kb.remove([stored.file or stored.path])}
 
     @app.post("/v1/ingest", dependencies=guarded, status_code=202,

@@ -74,8 +74,8 @@ class Conversations:
     """Create, list, rename and delete chats; append and read their turns."""
 
     def __init__(self, engine: Engine) -> None:
-        """`engine`: the knowledge base store's, so both share one connection setup."""
-        _Base.metadata.create_all(engine)
+        """`engine`: the knowledge base store's (its schema, these tables included, is
+        brought up to date when the `Store` opens)."""
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def start(self, title: str) -> Conversation:

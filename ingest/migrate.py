@@ -69,7 +69,7 @@ def migrate(source: KnowledgeBase, destination: KnowledgeBase, *, identity: str,
     documents = [d for d in src.documents() if d.document_id > report.resumed_after]
     documents.sort(key=lambda d: d.document_id)
     total = len(documents)
-    with destination.vectors.writer_lock():
+    with destination.vectors.writer_lock(sole=True):
         state = destination.vectors.draft(lambda: (first_name, first_index.dim))
         holders = _holders(dst, src)  # source holder id -> destination id, for copies
         for start in range(0, total, batch_documents):

@@ -5,14 +5,19 @@ Each space is a table `kbqa_vectors_<n>` (n: its place in meta `vector_spaces`, 
 FAISS files are numbered) of (chunk id, vector(dim)) with an HNSW index for cosine
 distance; a row goes with its chunk (foreign key, on delete cascade). A writer's draft
 collects additions and removals, and `commit` applies them in the transaction that writes
-the rows: one transaction per committed batch, nothing to clean up after a crash. Writers
-take a PostgreSQL advisory lock instead of a lock file, so workers on other machines wait
-for each other too.
+the rows: one transaction per committed batch, nothing to clean up after a crash.
+
+Several ingests may write at once, on any machine: each holds the writer lock shared (a
+rebuild or a migration holds it alone), claims the files it reads with an advisory lock
+per file (another ingest skips them, and at its end waits for them: a claimant that dies
+loses its locks with its connection, and the waiting ingest reads its files), and commits
+under a transaction-scoped lock, so commits apply one at a time to the latest state.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from kbqa.errors import IngestLocked, SettingError
+from kbqa.errors import IngestLocked
 from kbqa.ingest.faults import kill_point
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import Store
@@ -35,6 +40,7 @@ from kbqa.ingest.vectors import (
     recorded_spaces,
 )
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -46,7 +52,9 @@ HNSW_M, HNSW_EF_CONSTRUCTION = 24, 128
 # 15.5 ms on 2 cores; small knowledge bases pay a few milliseconds for it.
 EF_SEARCH_MIN = 1000
 EF_SEARCH_MAX = 1000
-WRITER_LOCK = zlib.crc32(b"kbqa writer")  # the advisory lock's key
+WRITER_LOCK = zlib.crc32(b"kbqa writer")  # advisory lock keys: every writer, shared
+COMMIT_LOCK = zlib.crc32(b"kbqa commit")  # one commit at a time
+CLAIM_CLASS = zlib.crc32(b"kbqa claim") & 0x7FFFFFFF  # (class, file hash): a file's claim
 
 
 def table_of(position: int) -> str:
@@ -116,6 +124,13 @@ class PgVectorIndex:
                 out[row_of[int(chunk_id)]] = parse_vector(value)
         return out
 
+    def present(self, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` have a vector."""
+        with self._engine.connect() as connection:
+            return {int(i) for (i,) in connection.execute(
+                text(f"SELECT chunk_id FROM {self.table} WHERE chunk_id = ANY(:ids)"),
+                {"ids": list(ids)})}
+
     def ids(self) -> np.ndarray:
         with self._engine.connect() as connection:
             return np.array([int(i) for (i,) in connection.execute(
@@ -154,10 +169,15 @@ class PendingSpace:
             self.removed.discard(int(chunk_id))
 
     def remove(self, ids: Sequence[int]) -> int:
-        for chunk_id in ids:
-            self.added.pop(int(chunk_id), None)
-            self.removed.add(int(chunk_id))
-        return len(ids)
+        """Returns how many of `ids` had a vector here (as FAISS's remove does)."""
+        wanted = {int(i) for i in ids} - self.removed
+        held = wanted & set(self.added)
+        if self.committed is not None and wanted - held:
+            held |= self.committed.present(sorted(wanted - held))
+        for chunk_id in wanted:
+            self.added.pop(chunk_id, None)
+            self.removed.add(chunk_id)
+        return len(held)
 
 
 class PgSpaces:
@@ -166,15 +186,7 @@ class PgSpaces:
     def __init__(self, store: Store, *, lock_timeout_s: float = 600.0) -> None:
         self.store = store
         self.engine = store.engine
-        self.lock_timeout_s = lock_timeout_s
-        try:
-            with self.engine.begin() as connection:
-                connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
-        except DBAPIError as exc:
-            raise SettingError(
-                "the PostgreSQL server cannot create the pgvector extension ("
-                f"{str(exc.orig).strip()}): install pgvector there, or have an administrator "
-                "run `CREATE EXTENSION vector` in this database") from None
+        self.lock_timeout_s = lock_timeout_s  # pgvector: created by the schema (0003)
 
     def generation(self) -> int:
         return int(self.store.get_meta(GENERATION, "0") or 0)
@@ -205,18 +217,30 @@ class PgSpaces:
 
     def commit(self, state: IngestState, rows: Rows, meta: dict[str, str] | None = None
                ) -> None:
-        new = state.generation + 1
+        """The rows and vectors as one transaction, applied after every commit another
+        ingest made since this one started (its spaces kept, the generation advanced)."""
         try:
             with self.store.transaction() as session:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                {"key": COMMIT_LOCK})
                 rows(session, state)
                 kill_point("before-vectors")
+                recorded = {name: dim for name, dim in _recorded(session)}
                 counts = []
-                for position, (name, space) in enumerate(state.indexes.items()):
-                    counts.append([name, space.dim, self._write(session, position, space)])
-                first, first_space = next(iter(state.indexes.items()))
+                for position, name in enumerate([*recorded, *(n for n in state.indexes
+                                                             if n not in recorded)]):
+                    space = state.indexes.get(name)
+                    count = self._write(session, position, space) if space is not None else \
+                        int(session.execute(text(f"SELECT count(*) FROM {table_of(position)}"))
+                            .scalar() or 0)
+                    counts.append([name, space.dim if space is not None else recorded[name],
+                                   count])
+                new = int(session.execute(text("SELECT value FROM meta WHERE key = :k"),
+                                          {"k": GENERATION}).scalar() or 0) + 1
+                first, first_dim = counts[0][0], counts[0][1]
                 self.store.set_meta(session, GENERATION, str(new))
                 self.store.set_meta(session, FIRST_SPACE, first)
-                self.store.set_meta(session, FIRST_DIM, str(first_space.dim))
+                self.store.set_meta(session, FIRST_DIM, str(first_dim))
                 self.store.set_meta(session, SPACES, json.dumps(counts))
                 for key, value in (meta or {}).items():
                     self.store.set_meta(session, key, value)
@@ -257,11 +281,13 @@ class PgSpaces:
             session.execute(text(f"DELETE FROM {table} WHERE chunk_id = ANY(:ids)"),
                             {"ids": sorted(space.removed)})
         items = list(space.added.items())
-        for start in range(0, len(items), 1000):
+        for start in range(0, len(items), 1000):  # one statement per 1,000 vectors
+            part = items[start:start + 1000]
             session.execute(text(
-                f"INSERT INTO {table} (chunk_id, embedding) VALUES (:id, CAST(:v AS vector)) "
+                f"INSERT INTO {table} (chunk_id, embedding) SELECT i, CAST(v AS vector) FROM "
+                "unnest(CAST(:ids AS integer[]), CAST(:vectors AS text[])) AS x(i, v) "
                 "ON CONFLICT (chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding"),
-                [{"id": i, "v": vector_literal(v)} for i, v in items[start:start + 1000]])
+                {"ids": [i for i, _ in part], "vectors": [vector_literal(v) for _, v in part]})
         return int(session.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
 
     def clear(self) -> None:
@@ -270,31 +296,94 @@ class PgSpaces:
         self.store.clear(meta={GENERATION: str(self.generation() + 1)})
 
     @contextmanager
-    def writer_lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        """One writer at a time across every machine that uses this database: a session
-        advisory lock, released when its connection closes (a killed worker's too)."""
+    def writer_lock(self, on_wait: Callable[[str], None] | None = None, *, sole: bool = False
+                    ) -> Iterator[None]:
+        """Held for a writer's whole run across every machine that uses this database: a
+        session advisory lock, released when its connection closes (a killed worker's
+        too). Ingests share it; `sole` (rebuild, migrate) waits until it is alone."""
+        kind = "" if sole else "_shared"
         with self.engine.connect() as connection:
             deadline = time.monotonic() + self.lock_timeout_s
             told = False
-            while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
+            while not connection.execute(text(f"SELECT pg_try_advisory_lock{kind}(:key)"),
                                          {"key": WRITER_LOCK}).scalar():
                 connection.rollback()
                 if time.monotonic() >= deadline:
+                    doing = "other ingests are" if sole else "a rebuild or migration is"
                     raise IngestLocked(
-                        "another ingest is writing to this PostgreSQL knowledge base; wait "
-                        "for it to finish and run this again (KBQA_LOCK_TIMEOUT_S sets how "
-                        "long to wait)")
+                        f"{doing} writing to this PostgreSQL knowledge base; wait for them "
+                        "to finish and run this again (KBQA_LOCK_TIMEOUT_S sets how long to "
+                        "wait)")
                 if on_wait and not told:
-                    on_wait("waiting for another ingest to finish…")
+                    on_wait("waiting for other writers to finish…" if sole else
+                            "waiting for a rebuild or migration to finish…")
                     told = True
                 time.sleep(0.2)
             connection.commit()
             try:
                 yield
             finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                connection.execute(text(f"SELECT pg_advisory_unlock{kind}(:key)"),
                                    {"key": WRITER_LOCK})
                 connection.commit()
 
+    @contextmanager
+    def claims(self) -> Iterator[PgClaims]:
+        with self.engine.connect() as connection:
+            connection.commit()  # autobegun; advisory locks outlive transactions
+            try:
+                yield PgClaims(connection)
+            finally:  # the pool keeps the connection open: claims still held go now
+                try:
+                    connection.execute(text("SELECT pg_advisory_unlock_all()"))
+                    connection.commit()
+                except DBAPIError:
+                    connection.invalidate()  # closed instead, and the locks with it
+
     def size_on_disk(self) -> int:
         return 0
+
+
+class PgClaims:
+    """Per-file advisory locks on one connection of this ingest (staging and committing
+    threads share it, so a lock guards it)."""
+
+    shared = True
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+
+    def take(self, file: str, *, wait: bool = False) -> bool:
+        while True:
+            with self._lock:
+                if file in self._held:
+                    return True
+                got = self._connection.execute(
+                    text("SELECT pg_try_advisory_lock(:kind, hashtext(:file))"),
+                    {"kind": CLAIM_CLASS, "file": file}).scalar()
+                self._connection.commit()
+                if got:
+                    self._held.add(file)
+                    return True
+            if not wait:
+                return False
+            time.sleep(0.2)  # its claimant commits it, or dies and the lock goes with it
+
+    def release(self, files: Sequence[str]) -> None:
+        with self._lock:
+            for file in files:
+                if file in self._held:
+                    self._held.discard(file)
+                    self._connection.execute(
+                        text("SELECT pg_advisory_unlock(:kind, hashtext(:file))"),
+                        {"kind": CLAIM_CLASS, "file": file})
+            self._connection.commit()
+
+
+def _recorded(session: Session) -> list[tuple[str, int]]:
+    """The spaces the last commit recorded, read inside this transaction."""
+    raw = session.execute(text("SELECT value FROM meta WHERE key = :k"),
+                          {"k": SPACES}).scalar()
+    return [(str(row[0]), int(row[1])) for row in json.loads(raw)] if raw else []

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,12 +236,16 @@ def ingest_paths(
 
     finished = threading.Event()  # once set, a staging thread left behind records nothing
 
-    def stage(path: Path) -> Staged | None:
-        """Hash, load and chunk one file; None when unchanged or failed (recorded)."""
+    deferred: list[Path] = []  # files another ingest had claimed: looked at again at the end
+
+    def stage(path: Path, wait: bool = False) -> Staged | None:
+        """Hash, load and chunk one file; None when unchanged, failed (recorded) or claimed
+        by another ingest writing at the same time (deferred; with `wait`, waited for)."""
         nonlocal holders
         name = str(path)
         if finished.is_set():
             return None
+        claimed = counted = False
         try:
             try:
                 name.encode("utf-8")
@@ -256,7 +261,18 @@ def ingest_paths(
             if known_files.get(name) == sha:
                 report.unchanged.append(name)
                 return None
+            if not claims.take(name, wait=wait):
+                deferred.append(path)
+                counted = True  # counted when it is looked at again
+                return None
+            claimed = True
             is_update = name in known_files
+            if claims.shared:  # another ingest may have stored it since the listing
+                stored_sha = store.file_sha(name)
+                if stored_sha == sha:
+                    report.unchanged.append(name)
+                    return None
+                is_update = stored_sha is not None
             if is_update:  # its old content no longer counts as a copy to share
                 holders = {c: f for c, f in holders.items() if f != name}
             staged = _stage(path, sha, size, is_update, holders, embedders, settings,
@@ -264,6 +280,7 @@ def ingest_paths(
             for doc in staged.documents:
                 holders.setdefault(doc.content_sha, name)
             bar.chunks_planned(len(staged.drafts))
+            claimed = False  # released once its batch is committed
             return staged
         except IngestError as exc:
             if not finished.is_set():
@@ -273,10 +290,18 @@ def ingest_paths(
                 report.failed.append(Failure(name, f"unexpected error ({type(exc).__name__}: "
                                                    f"{exc}); please report it"))
         finally:
-            if not finished.is_set():
+            if claimed:
+                claims.release([name])
+            if not finished.is_set() and not counted:
                 bar.file_done(path.name)
         return None
 
+    def commit(batch: list[Staged], removals: Sequence[str] = ()) -> None:
+        _commit_staged(batch, store, state, report, removals=removals)
+        claims.release([s.file for s in batch])
+
+    scope = ExitStack()
+    claims = scope.enter_context(state.spaces.claims())
     try:
         # Loading and chunking run in a second thread while the model encodes the
         # previous batch (torch and the tokenizer release the GIL): both cores stay busy.
@@ -290,7 +315,7 @@ def ingest_paths(
                 embedded.extend(pending)
                 pending = []
                 if time.monotonic() - last_commit >= settings.commit_every_s:
-                    _commit_staged(embedded, store, state, report)
+                    commit(embedded)
                     embedded, last_commit = [], time.monotonic()
         cross = _embed(pending, embedders, cross, bar, report)
         embedded.extend(pending)
@@ -298,14 +323,22 @@ def ingest_paths(
         gone = sorted(f for f in known_files if prune and f not in seen
                       and _under_any(f, roots) and not Path(f).exists())
         if embedded or gone:
-            _commit_staged(embedded, store, state, report, removals=gone)
+            commit(embedded, removals=gone)
             report.removed.extend(gone)
+        # Every claim of this ingest is released by now, so waiting cannot deadlock: each
+        # deferred file was committed by its claimant (unchanged now), or its claimant died.
+        for path in deferred:
+            late = stage(path, wait=True)
+            if late is not None:
+                cross = _embed([late], embedders, cross, bar, report)
+                commit([late])
         if embedders.auto:
             _backfill(store, state, embedders, cross, bar, settings.commit_every_s)
         bar.tell()
     finally:
         finished.set()
         bar.close()
+        scope.close()  # claims still held (a failed run's) go with their connection
     if log:
         for failure in report.failed:
             log(f"failed: {failure.path}: {failure.reason}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from kbqa.domain import Chunk, ChunkDraft, OcrLine, Scan
 from kbqa.errors import SettingError
+from kbqa.ingest.schema import upgrade
 from kbqa.ingest.terms import ChunkTerms, Fts5Terms, PgTerms
 from kbqa.retrieval.lexical import TERMS_VERSION
 from sqlalchemy import (
@@ -28,7 +29,6 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    inspect,
     select,
     text,
     update,
@@ -153,8 +153,7 @@ class Store:
                                "(postgresql+psycopg://...)")
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.terms: ChunkTerms = PgTerms() if self.dialect == "postgresql" else Fts5Terms()
         self.lexical = True
@@ -164,7 +163,6 @@ class Store:
         """The lexical index of chunk terms, kept in step with `chunks` (inserts in
         `put_document`; deletes follow the chunk rows), rebuilt from the chunk text when
         it was made by another tokenizer version."""
-        self.terms.ensure(self.engine)
         if self.get_meta("terms_version") == TERMS_VERSION:
             return
         with self.transaction() as session:
@@ -200,9 +198,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One unit of work: everything inside commits together or not at all."""
+        """One unit of work: everything inside commits together or not at all. The terms
+        of the chunks it stored go to the lexical index once, at its end (PostgreSQL's
+        statistics triggers then run once per batch of rows, not once per document)."""
         with self._sessions.begin() as session:
+            session.info[PENDING_TERMS] = (self.terms, [])
             yield session
+            _flush_terms(session)
 
     # -- reads -------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -219,6 +221,12 @@ class Store:
         with self._sessions() as session:
             row = session.scalar(select(DocumentRow).where(DocumentRow.path == path))
             return _to_document(row) if row else None
+
+    def file_sha(self, file: str) -> str | None:
+        """The hash `file` had when it was last stored, if it is."""
+        with self._sessions() as session:
+            return session.scalar(select(DocumentRow.sha256).where(DocumentRow.file == file)
+                                  .limit(1))
 
     def counts(self) -> tuple[int, int]:
         with self._sessions() as session:
@@ -312,6 +320,7 @@ class Store:
     def remove_file(session: Session, file: str) -> list[int]:
         """Delete every document that came from `file`; returns the chunk ids whose vectors
         must go (chunks an identical copy still needs are handed to it instead)."""
+        _flush_terms(session)  # terms of chunks stored earlier in it, before any delete
         docs = session.scalars(select(DocumentRow).where(DocumentRow.file == file)).all()
         ids: list[int] = []
         for doc in docs:
@@ -380,28 +389,22 @@ class Store:
                         for page, scan in scans
                         for number, ln in enumerate(scan.normalized()))
         session.flush()
-        self.terms.insert(session, [(r.id, r.heading, r.text) for r in rows])
+        added = [(r.id, r.heading, r.text) for r in rows]
+        if PENDING_TERMS in session.info:
+            session.info[PENDING_TERMS][1].extend(added)
+        else:  # a session of the caller's own
+            self.terms.insert(session, added)
         return [r.id for r in rows]
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Knowledge bases made by an older kbqa gain the new columns in place."""
-    inspector = inspect(engine)
-    added = {
-        "documents": [("file", "TEXT"), ("content_sha", "VARCHAR(64)"),
-                      ("same_as", "INTEGER")],
-        "chunks": [("location", "TEXT DEFAULT ''")],
-    }
-    with engine.begin() as connection:
-        for table, columns in added.items():
-            present = {c["name"] for c in inspector.get_columns(table)}
-            for name, sql_type in columns:
-                if name not in present:
-                    connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
-        connection.exec_driver_sql(
-            "UPDATE documents SET file = path WHERE file IS NULL")
-        connection.exec_driver_sql(
-            "UPDATE documents SET content_sha = sha256 WHERE content_sha IS NULL")
+PENDING_TERMS = "kbqa_pending_terms"  # session.info: (ChunkTerms, [(id, heading, text)])
+
+
+def _flush_terms(session: Session) -> None:
+    terms, pending = session.info.get(PENDING_TERMS, (None, []))
+    if terms is not None and pending:
+        terms.insert(session, pending)
+        pending.clear()
 
 
 def _to_document(row: DocumentRow) -> StoredDocument:

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from kbqa.retrieval.lexical import (
-    FTS5_TOKENIZER,
     TERMS_VERSION,
     TermMatcher,
     index_terms,
@@ -36,10 +35,6 @@ TERM_ROWS_BATCH = 2000
 class ChunkTerms(Protocol):
     """The lexical index of the chunks, in the chunks' own database and transactions."""
 
-    def ensure(self, engine: Engine) -> None:
-        """Create the tables and indexes that are missing (`Store` refills the rows when
-        the terms changed)."""
-
     def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None: ...
 
     def clear(self, session: Session) -> None: ...
@@ -56,19 +51,8 @@ class ChunkTerms(Protocol):
 
 
 class Fts5Terms:
-    """An FTS5 table kept in step with `chunks` (inserts here, deletes by trigger)."""
-
-    def ensure(self, engine: Engine) -> None:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5(terms, "
-                f"tokenize='{FTS5_TOKENIZER}')")
-            connection.exec_driver_sql(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms_vocab "
-                "USING fts5vocab(chunk_terms, 'row')")
-            connection.exec_driver_sql(
-                "CREATE TRIGGER IF NOT EXISTS chunk_terms_delete AFTER DELETE ON chunks "
-                "BEGIN DELETE FROM chunk_terms WHERE rowid = old.id; END")
+    """An FTS5 table kept in step with `chunks` (inserts here, deletes by trigger; the
+    tables come from the schema's migrations)."""
 
     def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None:
         if chunks:
@@ -104,29 +88,26 @@ class Fts5Terms:
 
 class PgTerms:
     """A tsvector per chunk (its stemmed terms with positions) and its term count, GIN
-    indexed; rows go with their chunk (foreign key, on delete cascade)."""
+    indexed; rows go with their chunk (foreign key, on delete cascade). The collection's
+    totals and each term's chunk count are kept by triggers (schema revision 0002)."""
 
     def __init__(self, matcher: TermMatcher | None = None) -> None:
         self._matcher = matcher or TermMatcher()
-
-    def ensure(self, engine: Engine) -> None:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                "CREATE TABLE IF NOT EXISTS chunk_terms (chunk_id INTEGER PRIMARY KEY "
-                "REFERENCES chunks(id) ON DELETE CASCADE, terms TSVECTOR NOT NULL, "
-                "length INTEGER NOT NULL)")
-            connection.exec_driver_sql(
-                "CREATE INDEX IF NOT EXISTS ix_chunk_terms_terms ON chunk_terms USING gin(terms)")
 
     def insert(self, session: Session, chunks: Sequence[tuple[int, str, str]]) -> None:
         for start in range(0, len(chunks), TERM_ROWS_BATCH):
             part = chunks[start:start + TERM_ROWS_BATCH]
             streams = self._matcher.token_streams(
                 {i: index_terms(searchable(h, b)) for i, h, b in part})
-            rows = [{"id": i, "terms": tsvector_literal(streams.get(i, [])),
-                     "length": len(streams.get(i, []))} for i, _, _ in part]
-            session.execute(text("INSERT INTO chunk_terms (chunk_id, terms, length) VALUES "
-                                 "(:id, CAST(:terms AS tsvector), :length)"), rows)
+            # One statement per batch (arrays unnested by the server): an executemany is a
+            # statement per row, and the statistics trigger would run once for each.
+            session.execute(text(
+                "INSERT INTO chunk_terms (chunk_id, terms, length) SELECT i, CAST(t AS "
+                "tsvector), n FROM unnest(CAST(:ids AS integer[]), CAST(:terms AS text[]), "
+                "CAST(:lengths AS integer[])) AS x(i, t, n)"),
+                {"ids": [i for i, _, _ in part],
+                 "terms": [tsvector_literal(streams.get(i, [])) for i, _, _ in part],
+                 "lengths": [len(streams.get(i, [])) for i, _, _ in part]})
 
     def clear(self, session: Session) -> None:
         session.execute(text("DELETE FROM chunk_terms"))
@@ -155,8 +136,9 @@ class PgTerms:
                        "ANY(:ids))")
             params["ids"] = list(document_ids)
         sql = f"""
-            WITH totals AS (SELECT count(*)::float8 AS n, avg(length)::float8 AS avgdl
-                            FROM chunk_terms),
+            WITH totals AS (SELECT chunks::float8 AS n,
+                                   length::float8 / greatest(chunks, 1) AS avgdl
+                            FROM chunk_terms_totals),
                  df AS (SELECT key AS term, (value->>0)::float8 AS n,
                                (value->>1)::float8 AS w
                         FROM json_each(CAST(:df AS json)))
@@ -168,8 +150,9 @@ class PgTerms:
             CROSS JOIN totals
             CROSS JOIN LATERAL (SELECT u.lexeme AS term,
                                        coalesce(array_length(u.positions, 1), 1) AS tf
-                                FROM unnest(c.terms) AS u
-                                WHERE u.lexeme = ANY(:stems)) AS t
+                                FROM unnest(ts_filter(setweight(c.terms, 'A',
+                                                                CAST(:stems AS text[])),
+                                                      '{{a}}')) AS u) AS t
             JOIN df ON df.term = t.term
             WHERE c.terms @@ CAST(:query AS tsquery){filters}
             GROUP BY c.chunk_id
@@ -179,14 +162,11 @@ class PgTerms:
             return [(int(i), float(s)) for i, s in connection.execute(text(sql), params)]
 
     def counts(self, engine: Engine, stems: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
         with engine.connect() as connection:
-            for stem in dict.fromkeys(s for s in stems if s):
-                found[stem] = int(connection.execute(
-                    text("SELECT count(*) FROM chunk_terms WHERE terms @@ "
-                         "CAST(:query AS tsquery)"), {"query": tsquery_literal([stem])}
-                ).scalar() or 0)
-        return {stem: n for stem, n in found.items() if n}
+            rows = connection.execute(
+                text("SELECT term, chunks FROM chunk_terms_stats WHERE term = ANY(:stems) "
+                     "AND chunks > 0"), {"stems": list(dict.fromkeys(s for s in stems if s))})
+            return {str(t): int(n) for t, n in rows}
 
 
 def _quoted(lexeme: str) -> str:

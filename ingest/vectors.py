@@ -17,7 +17,7 @@ import json
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload
@@ -63,10 +63,41 @@ class VectorSpaces(Protocol):
 
     def clear(self) -> None: ...
 
-    def writer_lock(self, on_wait: Callable[[str], None] | None = None
-                    ) -> AbstractContextManager[None]: ...
+    def writer_lock(self, on_wait: Callable[[str], None] | None = None, *, sole: bool = False
+                    ) -> AbstractContextManager[None]:
+        """Held by every writer for its whole run. Where several ingests may write at once
+        (PostgreSQL) they share it and `sole` (a rebuild, a migration) waits for them all;
+        where one writes at a time (FAISS files) it is always sole."""
+
+    def claims(self) -> AbstractContextManager[FileClaims]:
+        """Which files this ingest is reading, so that another ingest at the same time
+        leaves them to it."""
 
     def size_on_disk(self) -> int: ...
+
+
+class FileClaims(Protocol):
+    """Files claimed by one ingest among several writing at once; released when their
+    batch is committed, or by the claimant's death (the database drops its locks)."""
+
+    shared: bool  # False: this ingest is the only writer, every claim is granted
+
+    def take(self, file: str, *, wait: bool = False) -> bool:
+        """Claim a file; False when another ingest holds it (with `wait`, wait for it)."""
+
+    def release(self, files: Sequence[str]) -> None: ...
+
+
+class SoleWriterClaims:
+    """The one writer holds the writer lock: every file is its own."""
+
+    shared = False
+
+    def take(self, file: str, *, wait: bool = False) -> bool:
+        return True
+
+    def release(self, files: Sequence[str]) -> None:
+        """Nothing to release."""
 
 
 @dataclass
@@ -245,10 +276,13 @@ class FaissSpaces:
     def new_space(self, dim: int) -> VectorIndex:
         return VectorIndex(dim)
 
-    def writer_lock(self, on_wait: Callable[[str], None] | None = None
+    def writer_lock(self, on_wait: Callable[[str], None] | None = None, *, sole: bool = False
                     ) -> AbstractContextManager[None]:
         """One writer at a time: a lock file in the knowledge base folder."""
         return writer_lock(self.folder.parent, self.lock_timeout_s, on_wait=on_wait)
+
+    def claims(self) -> AbstractContextManager[FileClaims]:
+        return nullcontext(SoleWriterClaims())
 
     def _tidy(self, generation: int) -> None:
         for stale in stale_generation_files(self.folder, kept_generations(generation)):

@@ -34,6 +34,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="only the tests that load no model (make test-fast: seconds)")
 
 
+# Tests marked `both_databases` run once on SQLite + FAISS and once on PostgreSQL + pgvector
+# (their `database` fixture); KBQA_TEST_DATABASE=postgresql runs every other test that
+# builds its knowledge base through `make_kb`, `database_url` or `app` there too.
+BOTH_DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_databases") and \
+            "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", BOTH_DATABASES, indirect=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") or MODEL_FIXTURES & set(
@@ -139,31 +151,59 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.cleanup()
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database on the session's PostgreSQL for this test."""
+def fresh_database(server: str, name: str) -> str:
+    """A new, empty database on the session's PostgreSQL; its address."""
+    import hashlib
     import re
 
     from sqlalchemy import create_engine, text
 
-    name = "kbqa_" + re.sub(r"\W", "_", request.node.name.lower())[:50]
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]  # long names cut alike stay apart
+    words = re.sub(r"\W", "_", name.lower())[:48]
+    name = f"kbqa_{words}_{digest}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return postgres_server.replace("/postgres?", f"/{name}?", 1)
+    return server.replace("/postgres?", f"/{name}?", 1)
 
 
 @pytest.fixture
-def make_kb(tmp_path: Path, embedder, request: pytest.FixtureRequest
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL for this test."""
+    return fresh_database(postgres_server, request.node.name)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    """Where this test's knowledge bases keep their rows and vectors."""
+    return getattr(request, "param", os.environ.get("KBQA_TEST_DATABASE", "sqlite"))
+
+
+@pytest.fixture
+def database_url(database: str, request: pytest.FixtureRequest) -> str:
+    """KBQA_DATABASE_URL for this test's knowledge base: "" (SQLite in its folder) or a
+    fresh PostgreSQL database."""
+    return "" if database == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_kb(tmp_path: Path, embedder, database: str, request: pytest.FixtureRequest
             ) -> Iterator[Callable[..., kbqa.KnowledgeBase]]:
-    """Build knowledge bases in tmp folders that share the session's loaded models."""
+    """Build knowledge bases in tmp folders that share the session's loaded models; on
+    PostgreSQL each name gets its own database (the same name, the same one)."""
     opened: list[kbqa.KnowledgeBase] = []
+    urls: dict[str, str] = {}
 
     def build(name: str = "kb", generator=None, **settings) -> kbqa.KnowledgeBase:
         from kbqa.kb import KnowledgeBase
 
+        if database == "postgresql" and "database_url" not in settings:
+            if name not in urls:
+                server = request.getfixturevalue("postgres_server")
+                urls[name] = fresh_database(server, f"{request.node.name}_{name}")
+            settings["database_url"] = urls[name]
         resolved = from_env(home=tmp_path / name, model=str(SMALL_MODEL), **settings)
         kb = KnowledgeBase(resolved, embedder=embedder, generator=generator)
         opened.append(kb)

@@ -101,6 +101,7 @@ def test_a_key_guards_everything_but_health_and_the_network_needs_one(tmp_path: 
     assert refused.returncode == 2 and "KBQA_API_KEY" in refused.stderr
 
 
+@pytest.mark.both_databases
 @pytest.mark.models
 def test_documents_search_and_cited_chat_completions_over_http(
         make_kb: Callable, docs: Path) -> None:
@@ -161,6 +162,7 @@ def test_documents_search_and_cited_chat_completions_over_http(
         assert bad.status_code == 400 and "error" in bad.json()
 
 
+@pytest.mark.both_databases
 @pytest.mark.models
 def test_two_api_processes_serve_one_knowledge_base(make_kb: Callable, docs: Path) -> None:
     """Nothing is kept in the API process: what one ingests, the other finds."""
@@ -173,3 +175,32 @@ def test_two_api_processes_serve_one_knowledge_base(make_kb: Callable, docs: Pat
         hits = httpx.post(f"{two}/v1/search", json={"query": "harbor office opening hours"},
                           timeout=120).json()["data"]
         assert Path(hits[0]["source"]).name == "harbor.md"
+
+
+@pytest.mark.models
+def test_an_attachment_is_deleted_with_its_message_and_says_so(make_kb: Callable,
+                                                               tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    from kbqa.api import create_app
+
+    message = EmailMessage()
+    message["Subject"], message["From"], message["To"] = "Boilers", "a@example.org", \
+        "b@example.org"
+    message.set_content("The inspection report is attached.")
+    message.add_attachment(b"The boiler in hall C was inspected by Teodora Vance on 3 May.",
+                           maintype="text", subtype="plain", filename="report.txt")
+    mail = tmp_path / "mail" / "boilers.eml"
+    mail.parent.mkdir()
+    mail.write_bytes(bytes(message))
+    kb = make_kb()
+    kb.ingest(mail)
+    with running(create_app(kb)) as base, httpx.Client(base_url=base, timeout=120) as client:
+        listed = {Path(d["path"]).name: d for d in client.get("/v1/documents").json()["data"]}
+        attachment = next(d for name, d in listed.items() if "report.txt" in name)
+        refused = client.delete(f"/v1/documents/{attachment['id']}")
+        assert refused.status_code == 409
+        assert f"DELETE /v1/documents/{listed['boilers.eml']['id']}" in refused.text
+        assert len(client.get("/v1/documents").json()["data"]) == len(listed)  # nothing went
+        assert client.delete(f"/v1/documents/{listed['boilers.eml']['id']}").json()["removed"]
+        assert client.get("/v1/documents").json()["data"] == []

@@ -19,6 +19,7 @@ def kb(make_kb, docs: Path, small_generator):
     return kb
 
 
+@pytest.mark.both_databases
 def test_answer_from_pdf_cites_file_and_page(kb) -> None:
     answer = kbqa.ask("How many operating hours between services of the Zephyr X200 pump?",
                       kb=kb)
@@ -29,6 +30,7 @@ def test_answer_from_pdf_cites_file_and_page(kb) -> None:
     assert any("450" in c.quote for c in answer.citations)
 
 
+@pytest.mark.both_databases
 def test_citations_point_at_chunks_given_to_the_model(kb, monkeypatch) -> None:
     import kbqa.llm.answer as answer_module
 
@@ -62,6 +64,7 @@ def test_an_instruction_inside_a_document_is_not_obeyed(make_kb, small_generator
     assert answer.grounded and "17 March" in answer.text, answer.text
 
 
+@pytest.mark.both_databases
 def test_a_follow_up_is_rewritten_and_finds_its_source(kb) -> None:
     first = kbqa.ask("When does the Lindqvist harbor office open?", kb=kb)
     assert "7:15" in first.text
@@ -138,6 +141,7 @@ def test_the_prompt_prefix_is_evaluated_once(kb) -> None:
         assert all(n == 1 for n in evaluated[1:])
 
 
+@pytest.mark.both_databases
 def test_unanswerable_question_is_refused_in_english(kb) -> None:
     answer = kbqa.ask("What is the boiling point of mercury?", kb=kb)
     assert answer.grounded is False
@@ -145,12 +149,14 @@ def test_unanswerable_question_is_refused_in_english(kb) -> None:
     assert answer.text.startswith("The documents don't say.")
 
 
+@pytest.mark.both_databases
 def test_unanswerable_question_is_refused_in_chinese(kb) -> None:
     answer = kbqa.ask("火星上最高的山有多高？", kb=kb)
     assert answer.grounded is False
     assert answer.text.startswith("文档中没有")
 
 
+@pytest.mark.both_databases
 def test_stream_yields_text_then_the_answer(kb) -> None:
     items = list(kbqa.ask_stream("Who leads the Vireo research team?", kb=kb))
     pieces, final = items[:-1], items[-1]
@@ -160,6 +166,7 @@ def test_stream_yields_text_then_the_answer(kb) -> None:
     assert final.grounded and Path(final.citations[0].source).name == "team.txt"
 
 
+@pytest.mark.both_databases
 def test_asking_an_empty_knowledge_base_says_how_to_add_documents(make_kb, small_generator):
     from kbqa.errors import IndexMissing
 

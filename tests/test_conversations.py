@@ -1,10 +1,12 @@
-"""Chats kept in the knowledge base's SQLite file (real SQLAlchemy + SQLite)."""
+"""Chats kept in the knowledge base's own database (real SQLAlchemy on SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import kbqa
+import pytest
 from kbqa.conversations import Conversations, history_of, title_for
 from kbqa.domain import Answer, Citation, Flag
 from kbqa.ingest.store import Store
@@ -17,14 +19,16 @@ def an_answer(text: str = "450 hours [1].") -> Answer:
                   unsupported=[Flag("It is blue.", "the source says red")])
 
 
-def test_a_chat_keeps_its_turns_and_answers_whole(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'kb.sqlite'}")
+@pytest.mark.both_databases
+def test_a_chat_keeps_its_turns_and_answers_whole(tmp_path: Path, database_url: str) -> None:
+    url = database_url or f"sqlite:///{tmp_path / 'kb.sqlite'}"
+    store = Store(url)
     chats = Conversations(store.engine)
     chat = chats.start("How often must the Zephyr X200 pump be serviced?")
     chats.add_turn(chat.conversation_id, "How often?", an_answer())
     chats.add_turn(chat.conversation_id, "And the part?", an_answer("ZK-7731 [1]."))
     store.close()
-    reopened = Conversations(Store(f"sqlite:///{tmp_path / 'kb.sqlite'}").engine)  # a new process
+    reopened = Conversations(Store(url).engine)  # a new process
     turns = reopened.turns(chat.conversation_id)
     assert [t.question for t in turns] == ["How often?", "And the part?"]
     assert turns[0].answer == an_answer()  # citations, flags and query round-trip
@@ -38,8 +42,9 @@ def test_a_chat_keeps_its_turns_and_answers_whole(tmp_path: Path) -> None:
         ("How often must the Zephyr X200 pump be serviced?", 2)]
 
 
-def test_chats_list_newest_first_rename_and_delete(tmp_path: Path) -> None:
-    chats = Conversations(Store(f"sqlite:///{tmp_path / 'kb.sqlite'}").engine)
+@pytest.mark.both_databases
+def test_chats_list_newest_first_rename_and_delete(tmp_path: Path, database_url: str) -> None:
+    chats = Conversations(Store(database_url or f"sqlite:///{tmp_path / 'kb.sqlite'}").engine)
     first = chats.start("first")
     second = chats.start("second")
     chats.add_turn(first.conversation_id, "q", an_answer())  # activity moves it up
@@ -57,13 +62,15 @@ def test_long_questions_make_short_titles() -> None:
     assert len(title) <= 60 and title.endswith("…")
 
 
-def test_chats_live_in_the_knowledge_base_file_and_survive_a_rebuild(make_kb, docs: Path
-                                                                     ) -> None:
+@pytest.mark.both_databases
+def test_chats_live_in_the_knowledge_base_and_survive_a_rebuild(make_kb, docs: Path,
+                                                                database: str) -> None:
     kb = make_kb()
     kb.ingest(docs / "team.txt")
     chat = kb.conversations.start("Who leads the Vireo team?")
     kb.conversations.add_turn(chat.conversation_id, "Who leads the Vireo team?", an_answer())
-    assert (kb.home / "kb.sqlite").is_file() and not list(kb.home.glob("*conversation*"))
+    assert (kb.home / "kb.sqlite").is_file() == (database == "sqlite")  # or in PostgreSQL
+    assert not list(kb.home.glob("*conversation*"))
     kb.rebuild()  # a new embedder: documents go, chats stay
     assert kb.is_empty()
     assert [c.title for c in kb.conversations.recent()] == ["Who leads the Vireo team?"]

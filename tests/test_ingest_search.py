@@ -18,6 +18,7 @@ def names(paths) -> set[str]:
     return {Path(p).name for p in paths}
 
 
+@pytest.mark.both_databases
 def test_folder_ingest_reports_each_file(make_kb, docs: Path) -> None:
     kb = make_kb()
     report = kb.ingest(docs)
@@ -28,6 +29,7 @@ def test_folder_ingest_reports_each_file(make_kb, docs: Path) -> None:
     assert kb.stats().documents == 4
 
 
+@pytest.mark.both_databases
 def test_search_finds_the_page_with_the_answer(make_kb, docs: Path) -> None:
     kb = make_kb()
     kb.ingest(docs)
@@ -40,6 +42,7 @@ def test_search_finds_the_page_with_the_answer(make_kb, docs: Path) -> None:
     assert Path(legacy.source).name == "cafe.txt" and "Café Rüdiger" in legacy.text
 
 
+@pytest.mark.both_databases
 def test_markdown_chunks_keep_their_heading(make_kb, docs: Path) -> None:
     kb = make_kb()
     kb.ingest(docs)
@@ -48,6 +51,7 @@ def test_markdown_chunks_keep_their_heading(make_kb, docs: Path) -> None:
     assert "7:15" in hit.chunk.text
 
 
+@pytest.mark.both_databases
 def test_reingest_unchanged_adds_nothing_and_changes_are_replaced(make_kb, docs: Path) -> None:
     kb = make_kb()
     kb.ingest(docs)
@@ -65,6 +69,7 @@ def test_reingest_unchanged_adds_nothing_and_changes_are_replaced(make_kb, docs:
     assert kb.stats().documents == 3
 
 
+@pytest.mark.both_databases
 def test_filters_restrict_results(make_kb, docs: Path) -> None:
     kb = make_kb()
     kb.ingest(docs)
@@ -74,10 +79,12 @@ def test_filters_restrict_results(make_kb, docs: Path) -> None:
                for h in kb.search("team", k=5, filters={"path": "team*"}))
 
 
+@pytest.mark.both_databases
 def test_empty_knowledge_base_searches_to_nothing(make_kb) -> None:
     assert make_kb().search("anything") == []
 
 
+@pytest.mark.both_databases
 def test_changing_the_embedder_is_refused(make_kb, docs: Path) -> None:
     from kbqa.errors import EmbedderMismatch
 
@@ -225,6 +232,7 @@ def test_counting_tokens_while_encoding_is_thread_safe(embedder) -> None:
     assert errors == []
 
 
+@pytest.mark.both_databases
 def test_ingest_reports_its_progress_as_it_goes(make_kb, docs: Path) -> None:
     from kbqa.domain import IngestProgress
 

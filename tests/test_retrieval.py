@@ -152,6 +152,7 @@ def test_vector_index_switches_to_ivf_above_the_threshold_and_back(tmp_path: Pat
 
 
 # -- through the real parts ----------------------------------------------------------------
+@pytest.mark.both_databases
 def test_exact_rare_term_is_found_where_dense_recall_misses_it(make_kb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest(write_faults(tmp_path / "faults"))
@@ -205,6 +206,7 @@ def test_english_folder_keeps_the_english_default(tmp_path: Path, docs: Path) ->
         kb.close()
 
 
+@pytest.mark.both_databases
 def test_filters_by_path_type_and_ingestion_date(make_kb, docs: Path, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest(docs)
@@ -231,6 +233,7 @@ def test_filters_by_path_type_and_ingestion_date(make_kb, docs: Path, tmp_path: 
     assert allowed_documents(kb.documents(), {"type": "docx"}) == []
 
 
+@pytest.mark.both_databases
 def test_removing_a_document_clears_it_from_both_indexes(make_kb, tmp_path: Path) -> None:
     kb = make_kb()
     folder = write_faults(tmp_path / "faults")
@@ -257,6 +260,7 @@ def test_removing_a_document_clears_it_from_both_indexes(make_kb, tmp_path: Path
     assert terms_rows == kb.store.counts()[1] == len(kb.index()) == len(FAULTS) - 2
 
 
+@pytest.mark.both_databases
 def test_odd_queries_and_relative_path_filters(make_kb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest(write_faults(tmp_path / "faults"))

@@ -1,4 +1,5 @@
-"""Real SQLite (through SQLAlchemy) and FAISS: ids, deletes, generations, rollback."""
+"""Real SQLite (through SQLAlchemy) and FAISS: ids, deletes, generations, rollback; the
+parts that hold for any backend, on PostgreSQL + pgvector too."""
 
 from __future__ import annotations
 
@@ -56,13 +57,18 @@ def copy_of(path: str, content: str) -> Staged:
 
 
 @pytest.fixture
-def setup(tmp_path: Path):
-    store = Store(f"sqlite:///{tmp_path / 'kb.sqlite'}")
-    state = FaissSpaces(tmp_path / "vectors", store).draft(lambda: ("fixed", 8))
+def setup(tmp_path: Path, database_url: str):
+    """Rows and vectors in SQLite + FAISS files, or (marked both_databases) PostgreSQL."""
+    from kbqa.ingest.pg_vectors import PgSpaces
+
+    store = Store(database_url or f"sqlite:///{tmp_path / 'kb.sqlite'}")
+    spaces = PgSpaces(store) if database_url else FaissSpaces(tmp_path / "vectors", store)
+    state = spaces.draft(lambda: ("fixed", 8))
     yield store, state, tmp_path
     store.close()
 
 
+@pytest.mark.both_databases
 def test_ids_are_shared_by_rows_and_vectors(setup) -> None:
     store, state, _ = setup
     _commit(store, state, [staged("/a.txt", ["one", "two"])], [])
@@ -70,7 +76,7 @@ def test_ids_are_shared_by_rows_and_vectors(setup) -> None:
     assert sorted(chunks) == [1, 2] and len(state.index) == 2
     assert {c.text for c in chunks.values()} == {"one", "two"}
     assert store.get_meta("index_generation") == "1"
-    assert generation_path(state.spaces.folder, 1).is_file()
+    assert store.dialect != "sqlite" or generation_path(state.spaces.folder, 1).is_file()
 
 
 def test_replace_and_remove_leave_no_stale_vectors(setup) -> None:
@@ -153,6 +159,7 @@ def test_index_save_load_roundtrip(tmp_path: Path) -> None:
     assert loaded.remove([10, 99]) == 1 and len(loaded) == 3
 
 
+@pytest.mark.both_databases
 def test_identical_copies_share_chunks_and_survive_either_deletion(setup) -> None:
     store, state, _ = setup
     _commit(store, state, [staged("/a.txt", ["one", "two"], "same")], [])
@@ -166,6 +173,7 @@ def test_identical_copies_share_chunks_and_survive_either_deletion(setup) -> Non
     assert store.counts() == (0, 0) and len(state.index) == 0
 
 
+@pytest.mark.both_databases
 def test_a_scans_lines_are_kept_per_page_and_follow_its_chunks(setup) -> None:
     """The OCR boxes a citation outlines: stored per page as fractions of the page, moved to
     an identical copy with the chunks, gone with the last of them."""
@@ -189,6 +197,7 @@ def test_a_scans_lines_are_kept_per_page_and_follow_its_chunks(setup) -> None:
         assert session.scalar(select(func.count(ScanLineRow.id))) == 0
 
 
+@pytest.mark.both_databases
 def test_changing_the_original_keeps_the_copy_on_the_old_text(setup) -> None:
     store, state, _ = setup
     _commit(store, state, [staged("/a.txt", ["old text"], "v1"),

@@ -1,4 +1,5 @@
-"""The Streamlit app through Streamlit's AppTest, on the real models and SQLite."""
+"""The Streamlit app through Streamlit's AppTest, on the real models (and, where marked,
+both databases)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app(monkeypatch: pytest.MonkeyPatch, home: Path):
+def app(monkeypatch: pytest.MonkeyPatch, home: Path, database_url: str):
     import streamlit as st
 
     monkeypatch.setenv("KBQA_HOME", str(home))
+    if database_url:  # the page and `ingested` below both read it
+        monkeypatch.setenv("KBQA_DATABASE_URL", database_url)
     monkeypatch.setenv("KBQA_MODEL", str(SMALL_MODEL))
     monkeypatch.delenv("KBQA_UI_PASSWORD", raising=False)
     monkeypatch.setenv("KBQA_UI_ADDRESS", "127.0.0.1")  # as `kbqa serve` tells the page
@@ -54,6 +57,7 @@ def sidebar_button(app: AppTest, label: str):
     return next(b for b in app.sidebar.button if b.label == label)
 
 
+@pytest.mark.both_databases
 def test_empty_knowledge_base_says_how_to_add_documents(app: AppTest) -> None:
     app.run()
     assert not app.exception
@@ -62,6 +66,7 @@ def test_empty_knowledge_base_says_how_to_add_documents(app: AppTest) -> None:
     assert app.file_uploader  # and offers the upload right there
 
 
+@pytest.mark.both_databases
 @pytest.mark.slow
 def test_an_answer_shows_source_chips_with_the_marked_passage(app: AppTest, docs: Path,
                                                               home: Path) -> None:
@@ -118,6 +123,7 @@ def test_a_follow_up_keeps_the_conversation(app: AppTest, docs: Path, home: Path
     assert any(c.startswith("[1] harbor.md") for c in chips(app))
 
 
+@pytest.mark.both_databases
 @pytest.mark.slow
 def test_a_conversation_is_kept_and_reopened(app: AppTest, docs: Path, home: Path) -> None:
     ingested(home, docs / "team.txt")
@@ -139,6 +145,7 @@ def test_a_conversation_is_kept_and_reopened(app: AppTest, docs: Path, home: Pat
     assert not app.chat_message
 
 
+@pytest.mark.both_databases
 @pytest.mark.slow
 def test_upload_and_ingest_a_file_then_delete_it(app: AppTest, docs: Path, home: Path) -> None:
     ingested(home, docs / "team.txt")
