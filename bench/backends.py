@@ -17,7 +17,7 @@ vector) and the latency p50/p95 of `PgVectorIndex.search`, per ef_search. Goal: 
 Part 3, workers: the first N SciFact abstracts (default 1,000) as files, ingested into
 one PostgreSQL by two `python -m kbqa ingest` workers at once, one killed by SIGKILL inside
 its first commit, while two `python -m kbqa api` processes are searched (bench/workers.py);
-then by one worker alone, for the time. Printed: files stored (each once?), passages
+and for the time, by one worker alone and by two that both finish. Printed: files stored (each once?), passages
 without a vector, listings and searches during the ingest and how many were inconsistent,
 whether the APIs agree, the wall time.
 
@@ -252,10 +252,10 @@ def workers(admin_url: str, folder: Path, files: int) -> None:
     write_corpus(corpus, files)
     words = {str(p): p.read_text(encoding="utf-8").split("\n", 1)[0] for p in corpus.iterdir()}
     rows = []
-    for workers_, kill in ((2, True), (1, False)):
-        work = folder / f"workers-{workers_}"
+    for workers_, kill in ((1, False), (2, False), (2, True)):
+        work = folder / f"workers-{workers_}-{kill}"
         work.mkdir()
-        url = fresh_database(admin_url, f"kbqa_workers_{workers_}")
+        url = fresh_database(admin_url, f"kbqa_workers_{workers_}_{int(kill)}")
         run = run_workers(url, corpus, words, work, workers=workers_, kill_one=kill)
         for problem in run.inconsistent[:5]:
             print(f"  inconsistent: {problem}")

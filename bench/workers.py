@@ -99,6 +99,24 @@ def _poll(base: str, words: dict[str, str], stop: threading.Event, run: WorkersR
         time.sleep(0.1)
 
 
+def _wait_for_a_claim(database_url: str, process: subprocess.Popen[bytes]) -> None:
+    from kbqa.ingest.pg_vectors import CLAIM_CLASS
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + 180
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            with engine.connect() as connection:
+                if connection.execute(text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                        "classid = CAST(:kind AS oid)"), {"kind": CLAIM_CLASS}).scalar():
+                    return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
 def run_workers(database_url: str, folder: Path, words: dict[str, str], work: Path, *,
                 workers: int = 2, apis: int = 2, kill_one: bool = True,
                 commit_every_s: float = 2.0) -> WorkersRun:
@@ -133,6 +151,8 @@ def run_workers(database_url: str, folder: Path, words: dict[str, str], work: Pa
             ingests.append(subprocess.Popen(
                 [sys.executable, "-m", "kbqa", "ingest", "-q", str(folder)], env=env,
                 stdout=(work / f"worker-{number}.log").open("wb"), stderr=subprocess.STDOUT))
+            if number == 0 and run.killed:  # it must hold files when it dies
+                _wait_for_a_claim(database_url, ingests[0])
         run.exit_codes = [process.wait() for process in ingests]
         run.seconds = time.perf_counter() - started
         stop.set()

@@ -28,7 +28,7 @@ import numpy as np
 from kbqa.errors import IngestLocked
 from kbqa.ingest.faults import kill_point
 from kbqa.ingest.index import VectorIndex
-from kbqa.ingest.store import Store
+from kbqa.ingest.store import PG_COMMIT_LOCK, Store
 from kbqa.ingest.vectors import (
     FIRST_DIM,
     FIRST_SPACE,
@@ -53,7 +53,7 @@ HNSW_M, HNSW_EF_CONSTRUCTION = 24, 128
 EF_SEARCH_MIN = 1000
 EF_SEARCH_MAX = 1000
 WRITER_LOCK = zlib.crc32(b"kbqa writer")  # advisory lock keys: every writer, shared
-COMMIT_LOCK = zlib.crc32(b"kbqa commit")  # one commit at a time
+COMMIT_LOCK = PG_COMMIT_LOCK  # one commit at a time
 CLAIM_CLASS = zlib.crc32(b"kbqa claim") & 0x7FFFFFFF  # (class, file hash): a file's claim
 
 
@@ -253,13 +253,16 @@ class PgSpaces:
         state.indexes = self._fresh(state)
 
     def _fresh(self, state: IngestState) -> dict[str, Any]:
-        """Empty drafts over the committed tables (after a commit or a rollback)."""
-        recorded = {name: position for position, (name, _) in
-                    enumerate(recorded_spaces(self.store))}
-        return {name: PendingSpace(PgVectorIndex(self.engine, table_of(recorded[name]),
-                                                 space.dim) if name in recorded else None,
-                                   space.dim)
-                for name, space in state.indexes.items()}
+        """Empty drafts over the committed tables (after a commit or a rollback), the
+        spaces other ingests have made since this one started included."""
+        recorded = recorded_spaces(self.store)
+        dims = {name: dim for name, dim in recorded}
+        dims.update({name: space.dim for name, space in state.indexes.items()
+                     if name not in dims})
+        position = {name: number for number, (name, _) in enumerate(recorded)}
+        return {name: PendingSpace(PgVectorIndex(self.engine, table_of(position[name]), dim)
+                                   if name in position else None, dim)
+                for name, dim in dims.items()}
 
     def _write(self, session: Session, position: int, space: PendingSpace) -> int:
         """Apply a draft to its table (made, or remade for another dimension, here: DDL is
@@ -284,8 +287,11 @@ class PgSpaces:
         for start in range(0, len(items), 1000):  # one statement per 1,000 vectors
             part = items[start:start + 1000]
             session.execute(text(
+                # a chunk another ingest deleted since this one read it (a backfill's)
+                # gets no vector: the foreign key would refuse the whole commit
                 f"INSERT INTO {table} (chunk_id, embedding) SELECT i, CAST(v AS vector) FROM "
                 "unnest(CAST(:ids AS integer[]), CAST(:vectors AS text[])) AS x(i, v) "
+                "WHERE EXISTS (SELECT 1 FROM chunks WHERE chunks.id = x.i) "
                 "ON CONFLICT (chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding"),
                 {"ids": [i for i, _ in part], "vectors": [vector_literal(v) for _, v in part]})
         return int(session.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
@@ -302,23 +308,26 @@ class PgSpaces:
         session advisory lock, released when its connection closes (a killed worker's
         too). Ingests share it; `sole` (rebuild, migrate) waits until it is alone."""
         kind = "" if sole else "_shared"
+        doing = "other ingests are" if sole else "a rebuild or migration is"
+        locked = IngestLocked(
+            f"{doing} writing to this PostgreSQL knowledge base; wait for them to finish "
+            "and run this again (KBQA_LOCK_TIMEOUT_S sets how long to wait)")
         with self.engine.connect() as connection:
-            deadline = time.monotonic() + self.lock_timeout_s
-            told = False
-            while not connection.execute(text(f"SELECT pg_try_advisory_lock{kind}(:key)"),
-                                         {"key": WRITER_LOCK}).scalar():
-                connection.rollback()
-                if time.monotonic() >= deadline:
-                    doing = "other ingests are" if sole else "a rebuild or migration is"
-                    raise IngestLocked(
-                        f"{doing} writing to this PostgreSQL knowledge base; wait for them "
-                        "to finish and run this again (KBQA_LOCK_TIMEOUT_S sets how long to "
-                        "wait)")
-                if on_wait and not told:
+            if not connection.execute(text(f"SELECT pg_try_advisory_lock{kind}(:key)"),
+                                      {"key": WRITER_LOCK}).scalar():
+                if on_wait:
                     on_wait("waiting for other writers to finish…" if sole else
                             "waiting for a rebuild or migration to finish…")
-                    told = True
-                time.sleep(0.2)
+                # Queued in the server, so new ingests line up behind a waiting rebuild
+                # instead of starving it; lock_timeout bounds the wait.
+                connection.execute(text(f"SET LOCAL lock_timeout = "
+                                        f"{max(1, int(self.lock_timeout_s * 1000))}"))
+                try:
+                    connection.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"),
+                                       {"key": WRITER_LOCK})
+                except DBAPIError:
+                    connection.rollback()
+                    raise locked from None
             connection.commit()
             try:
                 yield
@@ -332,7 +341,7 @@ class PgSpaces:
         with self.engine.connect() as connection:
             connection.commit()  # autobegun; advisory locks outlive transactions
             try:
-                yield PgClaims(connection)
+                yield PgClaims(connection, self.lock_timeout_s)
             finally:  # the pool keeps the connection open: claims still held go now
                 try:
                     connection.execute(text("SELECT pg_advisory_unlock_all()"))
@@ -350,12 +359,16 @@ class PgClaims:
 
     shared = True
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, timeout_s: float = 600.0) -> None:
         self._connection = connection
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._held: set[str] = set()
 
     def take(self, file: str, *, wait: bool = False) -> bool:
+        """With `wait`, for at most the lock timeout (a claimant on a machine that hung
+        keeps its lock until the server notices)."""
+        deadline = time.monotonic() + self._timeout_s
         while True:
             with self._lock:
                 if file in self._held:
@@ -367,19 +380,25 @@ class PgClaims:
                 if got:
                     self._held.add(file)
                     return True
-            if not wait:
+            if not wait or time.monotonic() >= deadline:
                 return False
             time.sleep(0.2)  # its claimant commits it, or dies and the lock goes with it
 
     def release(self, files: Sequence[str]) -> None:
+        """Best effort: the files are committed; a claim that cannot be released now goes
+        with the connection at the end of the ingest."""
         with self._lock:
-            for file in files:
-                if file in self._held:
-                    self._held.discard(file)
-                    self._connection.execute(
-                        text("SELECT pg_advisory_unlock(:kind, hashtext(:file))"),
-                        {"kind": CLAIM_CLASS, "file": file})
-            self._connection.commit()
+            try:
+                for file in files:
+                    if file in self._held:
+                        self._connection.execute(
+                            text("SELECT pg_advisory_unlock(:kind, hashtext(:file))"),
+                            {"kind": CLAIM_CLASS, "file": file})
+                        self._held.discard(file)
+                self._connection.commit()
+            except DBAPIError:
+                self._connection.invalidate()  # closed: every claim on it goes
+                self._held.clear()
 
 
 def _recorded(session: Session) -> list[tuple[str, int]]:

@@ -262,6 +262,9 @@ def ingest_paths(
                 report.unchanged.append(name)
                 return None
             if not claims.take(name, wait=wait):
+                if wait:
+                    raise IngestError("another ingest has been reading it for longer than "
+                                      "KBQA_LOCK_TIMEOUT_S: run the ingest again later")
                 deferred.append(path)
                 counted = True  # counted when it is looked at again
                 return None
@@ -558,17 +561,32 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
 
 def _commit_staged(staged: list[Staged], store: Store, state: IngestState,
                    report: IngestReport, removals: Sequence[str] = ()) -> None:
-    _commit(store, state, staged, removals)
+    vanished = _commit(store, state, staged, removals)
     for item in staged:
-        (report.updated if item.is_update else report.added).append(item.file)
+        if any(item is left for left in vanished):
+            report.failed.append(Failure(item.file, "the file it is a copy of was changed by "
+                                                    "another ingest meanwhile: run the ingest "
+                                                    "again"))
+        else:
+            (report.updated if item.is_update else report.added).append(item.file)
 
 
 def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
-            removals: Sequence[str], meta: dict[str, str] | None = None) -> None:
+            removals: Sequence[str], meta: dict[str, str] | None = None) -> list[Staged]:
     """The staged files' rows and vectors, and the removals, as one unit (`FaissSpaces`);
-    on failure nothing changes."""
+    on failure nothing changes. Returns the files left out: copies whose original another
+    ingest changed meanwhile."""
+    vanished: list[Staged] = []
+
     def rows(session: Session, state: IngestState) -> None:
         for item in staged:
+            own = {doc.content_sha for doc in item.documents if not doc.alias}
+            if not all(store.holder_of(session, doc.content_sha) for doc in item.documents
+                       if doc.alias and doc.content_sha not in own):
+                # another ingest changed the file this one was to share its passages
+                # with (several ingests at once): the old version of this file stays
+                vanished.append(item)
+                continue
             state.remove(store.remove_file(session, item.file))
             for doc in item.documents:
                 _put(store, session, state, item, doc)
@@ -576,6 +594,7 @@ def _commit(store: Store, state: IngestState, staged: Sequence[Staged],
             state.remove(store.remove_file(session, file))
 
     state.spaces.commit(state, rows, meta)
+    return vanished
 
 
 def _put(store: Store, session: Session, state: IngestState, item: Staged,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -166,6 +167,12 @@ class Store:
         if self.get_meta("terms_version") == TERMS_VERSION:
             return
         with self.transaction() as session:
+            if self.dialect == "postgresql":  # one rebuild, between commits: look again
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                {"key": PG_COMMIT_LOCK})
+                stored = session.get(MetaRow, "terms_version")
+                if stored is not None and stored.value == TERMS_VERSION:
+                    return
             self.terms.clear(session)
             rows = session.execute(select(ChunkRow.id, ChunkRow.heading, ChunkRow.text)
                                    .execution_options(yield_per=2000))
@@ -320,13 +327,16 @@ class Store:
     def remove_file(session: Session, file: str) -> list[int]:
         """Delete every document that came from `file`; returns the chunk ids whose vectors
         must go (chunks an identical copy still needs are handed to it instead)."""
-        _flush_terms(session)  # terms of chunks stored earlier in it, before any delete
         docs = session.scalars(select(DocumentRow).where(DocumentRow.file == file)).all()
         ids: list[int] = []
         for doc in docs:
             ids.extend(Store._release(session, doc))
             session.delete(doc)
         session.flush()
+        _, pending = session.info.get(PENDING_TERMS, (None, []))
+        if pending and ids:  # chunks stored earlier in this transaction, deleted again
+            gone = set(ids)
+            pending[:] = [row for row in pending if row[0] not in gone]
         return ids
 
     @staticmethod
@@ -397,6 +407,8 @@ class Store:
         return [r.id for r in rows]
 
 
+# PostgreSQL: the transaction-scoped advisory lock every commit of rows holds
+PG_COMMIT_LOCK = zlib.crc32(b"kbqa commit")
 PENDING_TERMS = "kbqa_pending_terms"  # session.info: (ChunkTerms, [(id, heading, text)])
 
 

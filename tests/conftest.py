@@ -35,8 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 # Tests marked `both_databases` run once on SQLite + FAISS and once on PostgreSQL + pgvector
-# (their `database` fixture); KBQA_TEST_DATABASE=postgresql runs every other test that
-# builds its knowledge base through `make_kb`, `database_url` or `app` there too.
+# (their `database` fixture); the others on SQLite + FAISS.
 BOTH_DATABASES = ("sqlite", "postgresql")
 
 
@@ -178,7 +177,7 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database(request: pytest.FixtureRequest) -> str:
     """Where this test's knowledge bases keep their rows and vectors."""
-    return getattr(request, "param", os.environ.get("KBQA_TEST_DATABASE", "sqlite"))
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture

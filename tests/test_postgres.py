@@ -160,8 +160,10 @@ def test_a_file_claimed_by_one_ingest_is_left_to_it_until_it_commits_or_dies(
         assert theirs.take("/docs/a.pdf", wait=True)  # once the first commits it
         assert time.monotonic() - started >= 0.4
         assert not mine.take("/docs/b.pdf")
-    with one.claims() as mine:  # the claims went with the second's connection
-        assert mine.take("/docs/a.pdf") and mine.take("/docs/b.pdf")
+        theirs._connection.invalidate()  # the claimant dies: its connection closes
+        assert mine.take("/docs/b.pdf") and mine.take("/docs/a.pdf")
+    with two.claims() as theirs:  # the first's claims went when its ingest ended
+        assert theirs.take("/docs/a.pdf") and theirs.take("/docs/b.pdf")
 
 
 @pytest.mark.models

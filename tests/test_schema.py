@@ -14,7 +14,7 @@ from kbqa.conversations import Conversations
 from kbqa.domain import ChunkDraft
 from kbqa.errors import SettingError
 from kbqa.ingest import schema
-from kbqa.ingest.store import Store
+from kbqa.ingest.store import Store, _flush_terms
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,9 @@ def test_a_knowledge_base_from_before_alembic_keeps_its_rows_and_gains_the_new_c
         ("/docs/pump.txt", "/docs/pump.txt", "abc")
     [chunk] = store.iter_chunks()
     assert chunk.location == "" and "ZK-7" in chunk.text
+    from sqlalchemy import inspect
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("documents")}
+    assert {"ix_documents_file", "ix_documents_content_sha"} <= indexes  # as new ones have
     from kbqa.retrieval.lexical import TermMatcher
     assert [i for i, _ in store.lexical_search(["pump"], TermMatcher().stems(["pump"]), 5)] \
         == [1]  # the lexical index was made for the old rows
@@ -95,7 +98,7 @@ def test_a_knowledge_base_from_a_newer_kbqa_is_refused_with_what_to_do(tmp_path:
     Store(url).close()
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        connection.execute(text("UPDATE kbqa_alembic_version SET version_num = '9999'"))
     engine.dispose()
     with pytest.raises(SettingError, match=r"revision 9999.*newer kbqa.*Update kbqa"):
         Store(url)
@@ -168,6 +171,8 @@ def test_postgres_bm25_statistics_follow_inserts_deletes_and_cascades(postgres_u
     assert kept["pump"] == 1 and "harbor" not in kept and "青川" not in kept
     with pytest.raises(RuntimeError), store.transaction() as session:  # rolled back
         _put(store, "/c.txt", ["more pumps and harbors"], session)
+        _flush_terms(session)  # the terms reach chunk_terms (and its triggers) first
+        assert _statistics(store)[0] == kept_totals  # other sessions do not see them
         raise RuntimeError
     assert _statistics(store)[:2] == (kept_totals, kept)
     store.clear()

@@ -239,3 +239,27 @@ def test_a_stopped_ingest_does_not_leave_its_staging_thread_behind() -> None:
     worker.join(5)
     assert not worker.is_alive()
     assert staged_names == ["0", "1", "2", "3"]  # it noticed: none of the other 46 files
+
+
+@pytest.mark.both_databases
+def test_a_file_stored_and_replaced_in_one_transaction_is_searched_as_replaced(setup
+                                                                               ) -> None:
+    """Terms reach the lexical index at the end of a transaction: those of chunks deleted
+    again before it (a file updated twice in one batch) never do."""
+    from kbqa.retrieval.lexical import TermMatcher
+
+    store, _, _ = setup
+    matcher = TermMatcher()
+
+    def put(session, text: str) -> None:
+        store.put_document(session, path="/a.txt", file="/a.txt", sha256=text,
+                           content_sha=text, size=1, kind="txt", pages=None,
+                           drafts=[ChunkDraft(text=text, ordinal=0)])
+
+    with store.transaction() as session:
+        put(session, "pumps need service kits")
+        assert store.remove_file(session, "/a.txt") == [1]
+        put(session, "the harbor opens at seven")
+    assert store.lexical_search(["pump"], matcher.stems(["pump"]), 5) == []
+    assert [i for i, _ in store.lexical_search(["harbor"], matcher.stems(["harbor"]), 5)] == [2]
+    assert store.term_chunk_counts(matcher.stems(["harbor", "pump"])) == {"harbor": 1}

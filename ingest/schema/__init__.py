@@ -11,6 +11,7 @@ columns older releases lacked, and stamps it.
 from __future__ import annotations
 
 import fcntl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -26,6 +27,10 @@ from sqlalchemy.engine import Connection, Engine
 
 HERE = Path(__file__).parent
 MIGRATION_LOCK = 7_302_201  # the advisory lock two processes opening one database share
+# kbqa's own revision table: a PostgreSQL database may hold another Alembic app's too
+VERSION_TABLE = "kbqa_alembic_version"
+# Alembic's `context` and `op` are module globals: one upgrade at a time in a process
+_IN_PROCESS = threading.Lock()
 
 
 @cache
@@ -41,7 +46,8 @@ def head() -> str:
 
 
 def current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}
+                                      ).get_current_revision()
 
 
 def upgrade(engine: Engine) -> None:
@@ -50,7 +56,7 @@ def upgrade(engine: Engine) -> None:
     with engine.connect() as connection:
         if current(connection) == head():
             return
-    with _one_at_a_time(engine), engine.begin() as connection:
+    with _IN_PROCESS, _one_at_a_time(engine), engine.begin() as connection:
         if engine.dialect.name == "postgresql":  # held to this transaction's end
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                {"key": MIGRATION_LOCK})

@@ -43,6 +43,9 @@ def upgrade() -> None:
                                    ("same_as", "INTEGER")])
         op.execute("UPDATE documents SET file = path WHERE file IS NULL")
         op.execute("UPDATE documents SET content_sha = sha256 WHERE content_sha IS NULL")
+        for column in ("file", "content_sha", "same_as"):  # as a new database has them
+            op.execute(f"CREATE INDEX IF NOT EXISTS ix_documents_{column} ON documents "
+                       f"({column})")
     if "chunks" not in present:
         op.create_table(
             "chunks",

@@ -18,6 +18,9 @@ depends_on = None
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    # No writer may add terms between the counting below and the triggers' creation (an
+    # older kbqa still running would leave its rows out of the statistics for good).
+    op.execute("LOCK TABLE chunk_terms IN SHARE ROW EXCLUSIVE MODE")
     op.execute("CREATE TABLE chunk_terms_totals (id INTEGER PRIMARY KEY CHECK (id = 1), "
                "chunks BIGINT NOT NULL, length BIGINT NOT NULL)")
     op.execute("INSERT INTO chunk_terms_totals SELECT 1, count(*), coalesce(sum(length), 0) "
