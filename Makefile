@@ -117,7 +117,7 @@ bench-faithfulness: setup ## right vs swapped/negated/re-numbered answer sentenc
 bench-api: setup ## 16 HTTP clients for 60 s against python -m kbqa api: errors, search p50/p95, chat time to first token
 	$(BIN)/python bench/api.py $(ARGS)
 
-bench-backends: setup ## SciFact on SQLite+FAISS and PostgreSQL+pgvector; 1M passages: HNSW recall@10 and p50
+bench-backends: setup ## SciFact on SQLite+FAISS and PostgreSQL+pgvector; 1M passages: HNSW recall@10 and p50; two workers + two APIs, one killed
 	$(BIN)/python bench/backends.py $(ARGS)
 
 bench-load: setup browser ## 8 API + 4 browser sessions asking at once during an ingest and a settings change
