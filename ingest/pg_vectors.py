@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from kbqa.errors import IngestLocked
+from kbqa.errors import EmbedderMismatch, IngestLocked
 from kbqa.ingest.faults import kill_point
 from kbqa.ingest.index import VectorIndex
 from kbqa.ingest.store import PG_COMMIT_LOCK, Store
@@ -226,6 +226,7 @@ class PgSpaces:
                 rows(session, state)
                 kill_point("before-vectors")
                 recorded = {name: dim for name, dim in _recorded(session)}
+                _same_embedder(recorded, state)
                 counts = []
                 for position, name in enumerate([*recorded, *(n for n in state.indexes
                                                              if n not in recorded)]):
@@ -399,6 +400,18 @@ class PgClaims:
             except DBAPIError:
                 self._connection.invalidate()  # closed: every claim on it goes
                 self._held.clear()
+
+
+def _same_embedder(recorded: dict[str, int], state: IngestState) -> None:
+    """Another ingest may have stored the first vectors since this one checked the
+    embedder (several write at once): its space must be this one's."""
+    mine = next(iter(state.indexes), None)
+    if recorded and mine is not None and mine not in recorded:
+        first = next(iter(recorded))
+        raise EmbedderMismatch(
+            f"another ingest stored vectors of {first} in this knowledge base meanwhile; "
+            f"this one embeds with {mine}: run every ingest worker with the same "
+            "KBQA_EMBEDDER, then run this ingest again")
 
 
 def _recorded(session: Session) -> list[tuple[str, int]]:

@@ -166,6 +166,29 @@ def test_a_file_claimed_by_one_ingest_is_left_to_it_until_it_commits_or_dies(
         assert theirs.take("/docs/a.pdf") and theirs.take("/docs/b.pdf")
 
 
+def test_a_worker_with_another_embedder_is_refused_at_its_commit(postgres_url: str) -> None:
+    """Two workers start on an empty base with different embedders: the first commit
+    decides, the other is refused by name instead of adding a second space."""
+    from kbqa.errors import EmbedderMismatch
+    from kbqa.ingest.pg_vectors import PgSpaces
+    from kbqa.ingest.pipeline import Staged, StagedDocument, _commit
+
+    def staged(path: str, name: str, dim: int) -> Staged:
+        vectors = {name: np.ones((1, dim), dtype=np.float32) / np.sqrt(dim)}
+        return Staged(path, path, 1, False, [StagedDocument(
+            path, path, "txt", None, [ChunkDraft(text=path, ordinal=0)], vectors=vectors)])
+
+    store = Store(postgres_url)
+    first = PgSpaces(store).draft(lambda: ("minilm", 4))
+    second = PgSpaces(Store(postgres_url)).draft(lambda: ("use", 8))
+    _commit(store, first, [staged("/a", "minilm", 4)], [])
+    with pytest.raises(EmbedderMismatch, match=r"stored vectors of minilm.*same KBQA_EMBEDDER"):
+        _commit(store, second, [staged("/b", "use", 8)], [])
+    assert store.counts() == (1, 1)
+    assert store.get_meta("vector_spaces") == '[["minilm", 4, 1]]'
+    store.close()
+
+
 @pytest.mark.models
 def test_two_workers_and_two_api_processes_on_one_postgres(tmp_path: Path,
                                                            postgres_url: str) -> None:
