@@ -110,7 +110,9 @@ def _wait_for_a_claim(database_url: str, process: subprocess.Popen[bytes]) -> No
             with engine.connect() as connection:
                 if connection.execute(text(
                         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
-                        "classid = CAST(:kind AS oid)"), {"kind": CLAIM_CLASS}).scalar():
+                        "classid = CAST(:kind AS oid) AND objsubid = 2 AND granted AND "
+                        "database = (SELECT oid FROM pg_database WHERE datname = "
+                        "current_database())"), {"kind": CLAIM_CLASS}).scalar():
                     return
             time.sleep(0.05)
     finally:

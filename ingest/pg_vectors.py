@@ -17,6 +17,7 @@ under a transaction-scoped lock, so commits apply one at a time to the latest st
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import zlib
@@ -28,6 +29,7 @@ import numpy as np
 from kbqa.errors import EmbedderMismatch, IngestLocked
 from kbqa.ingest.faults import kill_point
 from kbqa.ingest.index import VectorIndex
+from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE
 from kbqa.ingest.store import PG_COMMIT_LOCK, Store
 from kbqa.ingest.vectors import (
     FIRST_DIM,
@@ -41,7 +43,7 @@ from kbqa.ingest.vectors import (
 )
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 # The HNSW graph: pgvector's defaults are m 16, ef_construction 64; on 1M clustered vectors
@@ -55,6 +57,16 @@ EF_SEARCH_MAX = 1000
 WRITER_LOCK = zlib.crc32(b"kbqa writer")  # advisory lock keys: every writer, shared
 COMMIT_LOCK = PG_COMMIT_LOCK  # one commit at a time
 CLAIM_CLASS = zlib.crc32(b"kbqa claim") & 0x7FFFFFFF  # (class, file hash): a file's claim
+
+
+def lock_timeout_ms(seconds: float) -> int:
+    """PostgreSQL's lock_timeout for a wait in seconds (0: no limit; its most: 2^31-1 ms).
+
+    Example: lock_timeout_ms(0.5) == 500; lock_timeout_ms(float("inf")) == 0
+    """
+    if not math.isfinite(seconds) or seconds * 1000 >= 2**31 - 1:
+        return 0
+    return max(1, int(seconds * 1000))
 
 
 def table_of(position: int) -> str:
@@ -322,13 +334,15 @@ class PgSpaces:
                 # Queued in the server, so new ingests line up behind a waiting rebuild
                 # instead of starving it; lock_timeout bounds the wait.
                 connection.execute(text(f"SET LOCAL lock_timeout = "
-                                        f"{max(1, int(self.lock_timeout_s * 1000))}"))
+                                        f"{lock_timeout_ms(self.lock_timeout_s)}"))
                 try:
                     connection.execute(text(f"SELECT pg_advisory_lock{kind}(:key)"),
                                        {"key": WRITER_LOCK})
-                except DBAPIError:
+                except DBAPIError as exc:
                     connection.rollback()
-                    raise locked from None
+                    if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                        raise locked from None
+                    raise
             connection.commit()
             try:
                 yield
@@ -347,7 +361,7 @@ class PgSpaces:
                 try:
                     connection.execute(text("SELECT pg_advisory_unlock_all()"))
                     connection.commit()
-                except DBAPIError:
+                except SQLAlchemyError:
                     connection.invalidate()  # closed instead, and the locks with it
 
     def size_on_disk(self) -> int:
@@ -399,6 +413,7 @@ class PgClaims:
                 self._connection.commit()
             except DBAPIError:
                 self._connection.invalidate()  # closed: every claim on it goes
+                self._connection.rollback()  # the next claim reconnects
                 self._held.clear()
 
 
@@ -406,6 +421,8 @@ def _same_embedder(recorded: dict[str, int], state: IngestState) -> None:
     """Another ingest may have stored the first vectors since this one checked the
     embedder (several write at once): its space must be this one's."""
     mine = next(iter(state.indexes), None)
+    if state.auto and {*recorded, *state.indexes} <= {LATIN_SPACE, CROSS_SPACE}:
+        return  # the automatic embedder's two spaces, picked by each folder's script
     if recorded and mine is not None and mine not in recorded:
         first = next(iter(recorded))
         raise EmbedderMismatch(

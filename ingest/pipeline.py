@@ -206,6 +206,7 @@ def ingest_paths(
     whose real path (links followed) is outside those folders is reported, not read."""
     started = time.perf_counter()
     check_embedder(store, embedders.primary)
+    state.auto = embedders.auto
 
     files, roots, failed = discover(paths)
     if within is not None:
@@ -237,11 +238,13 @@ def ingest_paths(
     finished = threading.Event()  # once set, a staging thread left behind records nothing
 
     deferred: list[Path] = []  # files another ingest had claimed: looked at again at the end
+    waited_out = False  # a wait for a claim ran out: the other deferred files wait no more
 
-    def stage(path: Path, wait: bool = False) -> Staged | None:
+    def stage(path: Path, wait: bool = False, last_look: bool = False) -> Staged | None:
         """Hash, load and chunk one file; None when unchanged, failed (recorded) or claimed
-        by another ingest writing at the same time (deferred; with `wait`, waited for)."""
-        nonlocal holders
+        by another ingest writing at the same time (deferred; with `wait`, waited for; on
+        the `last_look`, reported)."""
+        nonlocal holders, waited_out
         name = str(path)
         if finished.is_set():
             return None
@@ -262,7 +265,8 @@ def ingest_paths(
                 report.unchanged.append(name)
                 return None
             if not claims.take(name, wait=wait):
-                if wait:
+                if last_look:
+                    waited_out = True
                     raise IngestError("another ingest has been reading it for longer than "
                                       "KBQA_LOCK_TIMEOUT_S: run the ingest again later")
                 deferred.append(path)
@@ -331,7 +335,7 @@ def ingest_paths(
         # Every claim of this ingest is released by now, so waiting cannot deadlock: each
         # deferred file was committed by its claimant (unchanged now), or its claimant died.
         for path in deferred:
-            late = stage(path, wait=True)
+            late = stage(path, wait=not waited_out, last_look=True)
             if late is not None:
                 cross = _embed([late], embedders, cross, bar, report)
                 commit([late])
@@ -520,6 +524,8 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
     total = store.counts()[1]
     if total == 0:
         return
+    # Another ingest writing at the same time may have made the base cross-language.
+    cross = cross or (CROSS_SPACE in state.indexes and len(state.indexes[CROSS_SPACE]) > 0)
     checked = store.get_meta(SPACES_CHECKED) == "1"
     changed = False  # since the last commit
     cjk: set[int] = set()

@@ -108,6 +108,7 @@ class IngestState:
     indexes: dict[str, Any]  # VectorIndex, or a PostgreSQL draft of one
     generation: int
     spaces: VectorSpaces
+    auto: bool = False  # the automatic embedder: its Latin and multilingual spaces may mix
 
     @property
     def index(self) -> VectorIndex:

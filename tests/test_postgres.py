@@ -189,6 +189,50 @@ def test_a_worker_with_another_embedder_is_refused_at_its_commit(postgres_url: s
     store.close()
 
 
+def test_automatic_workers_may_start_a_base_in_either_of_its_two_spaces(postgres_url: str
+                                                                        ) -> None:
+    """With the automatic embedder a Chinese folder starts in the multilingual space and an
+    English one in MiniLM's: two such workers on an empty base make one two-space base."""
+    from kbqa.ingest.pg_vectors import PgSpaces
+    from kbqa.ingest.pipeline import Staged, StagedDocument, _commit
+    from kbqa.ingest.spaces import CROSS_SPACE, LATIN_SPACE
+
+    def staged(path: str, name: str, dim: int) -> Staged:
+        vectors = {name: np.ones((1, dim), dtype=np.float32) / np.sqrt(dim)}
+        return Staged(path, path, 1, False, [StagedDocument(
+            path, path, "txt", None, [ChunkDraft(text=path, ordinal=0)], vectors=vectors)])
+
+    store = Store(postgres_url)
+    chinese = PgSpaces(store).draft(lambda: (CROSS_SPACE, 8))
+    english = PgSpaces(Store(postgres_url)).draft(lambda: (LATIN_SPACE, 4))
+    chinese.auto = english.auto = True
+    _commit(store, chinese, [staged("/zh", CROSS_SPACE, 8)], [])
+    _commit(store, english, [staged("/en", LATIN_SPACE, 4)], [])
+    assert store.get_meta("vector_spaces") == \
+        f'[["{CROSS_SPACE}", 8, 1], ["{LATIN_SPACE}", 4, 1]]'
+    assert set(english.indexes) == {CROSS_SPACE, LATIN_SPACE}  # it sees the other's space
+    store.close()
+
+
+def test_a_claim_that_cannot_be_released_goes_with_its_connection(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbqa.ingest.pg_vectors import PgSpaces
+    from sqlalchemy.exc import OperationalError
+
+    one, two = PgSpaces(Store(postgres_url)), PgSpaces(Store(postgres_url))
+    with one.claims() as mine, two.claims() as theirs:
+        assert mine.take("/docs/a.pdf")
+
+        def gone(*_args: object, **_kwargs: object) -> None:
+            raise OperationalError("SELECT pg_advisory_unlock", {}, Exception("connection lost"))
+
+        monkeypatch.setattr(mine._connection, "execute", gone)
+        mine.release(["/docs/a.pdf"])  # best effort: no error for a committed file
+        monkeypatch.undo()
+        assert theirs.take("/docs/a.pdf")  # the claim went with the closed connection
+        assert mine.take("/docs/b.pdf")  # and the next claim reconnects
+
+
 @pytest.mark.models
 def test_two_workers_and_two_api_processes_on_one_postgres(tmp_path: Path,
                                                            postgres_url: str) -> None:
