@@ -220,7 +220,7 @@ def main() -> int:
     parser.add_argument("--synthetic", type=int, default=1_000_000,
                         help="passages for part 2 (0: skip it)")
     parser.add_argument("--skip-scifact", action="store_true",
-                        help="part 2 only (its vectors then come from a quick SciFact ingest)")
+                        help="skip part 1 (part 2 then takes its vectors from a quick SciFact ingest)")
     parser.add_argument("--workers-files", type=int, default=1000,
                         help="SciFact files for part 3 (0: skip it)")
     parser.add_argument("--database-url", default="",
@@ -232,8 +232,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kbqa-bench-backends-") as tmp:
         folder = Path(tmp)
         with postgres(args.database_url or None, folder) as admin:
-            base = scifact(admin, folder) if not args.skip_scifact else _base(folder)
+            base = scifact(admin, folder) if not args.skip_scifact else None
             if args.synthetic:
+                base = base if base is not None else _base(folder)
                 queries, qrels = scifact_queries()
                 kb = open_kb(folder / "query-embedder")
                 query_vectors = kb.embedder.encode_queries([queries[q] for q in qrels])
