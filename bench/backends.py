@@ -220,7 +220,8 @@ def main() -> int:
     parser.add_argument("--synthetic", type=int, default=1_000_000,
                         help="passages for part 2 (0: skip it)")
     parser.add_argument("--skip-scifact", action="store_true",
-                        help="skip part 1 (part 2 then takes its vectors from a quick SciFact ingest)")
+                        help="skip part 1 (part 2 then takes its vectors from a quick "
+                             "SciFact ingest)")
     parser.add_argument("--workers-files", type=int, default=1000,
                         help="SciFact files for part 3 (0: skip it)")
     parser.add_argument("--database-url", default="",
