@@ -109,10 +109,21 @@ def chat(http: Any, question: str, expected: str) -> tuple[float, float, bool]:
         expected in final["kbqa"]["text"]
 
 
-def wait_until_up(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m kbqa api` on a free loopback port, its output in `log`; and its address."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "kbqa", "api", "--port", str(port)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_up(base: str, process: subprocess.Popen[bytes], log: Path,
+                  timeout_s: float = 120) -> None:
+    """Until the API answers /healthz; RuntimeError with its log when it died or timed out."""
     import httpx
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
@@ -120,7 +131,7 @@ def wait_until_up(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"bench-api: the API did not start:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"the API did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
 
 
@@ -152,17 +163,16 @@ def main() -> int:
         folder = Path(tmp)
         searches = corpus(folder / "docs", args.paragraphs, rng)
         searches += [question for _, question, _ in FACTS_EN]
-        port = free_port()
         model = ROOT / "data" / "models" / (
             SMALL_CHAT_MODEL_FILE if args.model == "small" else DEFAULT_CHAT_MODEL_FILE)
         env = {**os.environ, "KBQA_HOME": str(folder / "home"), "KBQA_MODEL": str(model)}
         log = folder / "api.log"
-        with log.open("wb") as out:
-            api = subprocess.Popen([sys.executable, "-m", "kbqa", "api", "--port", str(port)],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        api, base = start_api(env, log)
         try:
-            wait_until_up(base, api, log)
+            try:
+                wait_until_up(base, api, log)
+            except RuntimeError as exc:
+                raise SystemExit(f"bench-api: {exc}") from None
             started = time.perf_counter()
             job = httpx.post(f"{base}/v1/ingest", json={"paths": [str(folder / "docs")]}).json()
             while job["status"] == "running":

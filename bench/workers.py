@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from browser import free_port
+from api import start_api, wait_until_up
 
 
 @dataclass
@@ -43,28 +43,6 @@ class WorkersRun:
     inconsistent: list[str] = field(default_factory=list)
     apis_agree: bool = False
     exit_codes: list[int] = field(default_factory=list)
-
-
-def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "kbqa", "api", "--port", str(port)],
-                               env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_up(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the API did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
 
 
 def _poll(base: str, words: dict[str, str], stop: threading.Event, run: WorkersRun,
@@ -136,9 +114,9 @@ def run_workers(database_url: str, folder: Path, words: dict[str, str], work: Pa
         for number in range(apis):
             log = work / f"api-{number}.log"
             env = {**base_env, "KBQA_HOME": str(work / f"api-{number}")}
-            servers.append(_serve(env, log))
+            servers.append(start_api(env, log))
         for number, (process, base) in enumerate(servers):
-            _wait_up(base, process, work / f"api-{number}.log")
+            wait_until_up(base, process, work / f"api-{number}.log", timeout_s=180)
         stop, lock = threading.Event(), threading.Lock()
         pollers = [threading.Thread(target=_poll, args=(base, words, stop, run, lock),
                                     daemon=True) for _, base in servers]

@@ -39,6 +39,7 @@ from kbqa.ingest.vectors import (
     DefaultSpace,
     IngestState,
     Rows,
+    parse_spaces,
     recorded_spaces,
 )
 from sqlalchemy import text
@@ -98,8 +99,10 @@ class PgVectorIndex:
     def __len__(self) -> int:
         """The vector count: from the commit's record when given (a count(*) of a
         million-row table costs more than the search)."""
-        if self._count >= 0:
-            return self._count
+        return self._count if self._count >= 0 else self.count_now()
+
+    def count_now(self) -> int:
+        """The vectors in the table now (other writers' commits included)."""
         with self._engine.connect() as connection:
             return int(connection.execute(text(f"SELECT count(*) FROM {self.table}")).scalar()
                        or 0)
@@ -169,6 +172,8 @@ class PendingSpace:
         self.removed: set[int] = set()
 
     def __len__(self) -> int:
+        if not self.added and not self.removed:  # counted by the server, not fetched
+            return self.committed.count_now() if self.committed is not None else 0
         return len(self.ids())
 
     def ids(self) -> np.ndarray:
@@ -235,10 +240,11 @@ class PgSpaces:
             with self.store.transaction() as session:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                 {"key": COMMIT_LOCK})
+                raw = Store.meta_in(session, SPACES)
+                recorded = {name: dim for name, dim, _ in parse_spaces(raw)} if raw else {}
+                _same_embedder(recorded, state)  # before any row is written
                 rows(session, state)
                 kill_point("before-vectors")
-                recorded = {name: dim for name, dim in _recorded(session)}
-                _same_embedder(recorded, state)
                 counts = []
                 for position, name in enumerate([*recorded, *(n for n in state.indexes
                                                              if n not in recorded)]):
@@ -248,8 +254,7 @@ class PgSpaces:
                             .scalar() or 0)
                     counts.append([name, space.dim if space is not None else recorded[name],
                                    count])
-                new = int(session.execute(text("SELECT value FROM meta WHERE key = :k"),
-                                          {"k": GENERATION}).scalar() or 0) + 1
+                new = int(Store.meta_in(session, GENERATION, "0") or 0) + 1
                 first, first_dim = counts[0][0], counts[0][1]
                 self.store.set_meta(session, GENERATION, str(new))
                 self.store.set_meta(session, FIRST_SPACE, first)
@@ -429,10 +434,3 @@ def _same_embedder(recorded: dict[str, int], state: IngestState) -> None:
             f"another ingest stored vectors of {first} in this knowledge base meanwhile; "
             f"this one embeds with {mine}: run every ingest worker with the same "
             "KBQA_EMBEDDER, then run this ingest again")
-
-
-def _recorded(session: Session) -> list[tuple[str, int]]:
-    """The spaces the last commit recorded, read inside this transaction."""
-    raw = session.execute(text("SELECT value FROM meta WHERE key = :k"),
-                          {"k": SPACES}).scalar()
-    return [(str(row[0]), int(row[1])) for row in json.loads(raw)] if raw else []

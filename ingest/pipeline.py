@@ -232,8 +232,7 @@ def ingest_paths(
     pending: list[Staged] = []
     last_commit = time.monotonic()
     limit = settings.max_file_mb * 2**20
-    cross = embedders.always_cross or (CROSS_SPACE in state.indexes
-                                       and len(state.indexes[CROSS_SPACE]) > 0)
+    cross = embedders.always_cross or _holds_cross_vectors(state)
 
     finished = threading.Event()  # once set, a staging thread left behind records nothing
 
@@ -515,6 +514,11 @@ def _embed(pending: list[Staged], embedders: Embedders, cross: bool, bar: _Progr
     return cross
 
 
+def _holds_cross_vectors(state: IngestState) -> bool:
+    """A cross-language base: its multilingual space holds vectors."""
+    return CROSS_SPACE in state.indexes and len(state.indexes[CROSS_SPACE]) > 0
+
+
 def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: bool,
               bar: _Progress, commit_every_s: float) -> None:
     """Vectors a space lacks: the multilingual ones of chunks stored before the first CJK
@@ -525,7 +529,7 @@ def _backfill(store: Store, state: IngestState, embedders: Embedders, cross: boo
     if total == 0:
         return
     # Another ingest writing at the same time may have made the base cross-language.
-    cross = cross or (CROSS_SPACE in state.indexes and len(state.indexes[CROSS_SPACE]) > 0)
+    cross = cross or _holds_cross_vectors(state)
     checked = store.get_meta(SPACES_CHECKED) == "1"
     changed = False  # since the last commit
     cjk: set[int] = set()

@@ -170,8 +170,7 @@ class Store:
             if self.dialect == "postgresql":  # one rebuild, between commits: look again
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                 {"key": PG_COMMIT_LOCK})
-                stored = session.get(MetaRow, "terms_version")
-                if stored is not None and stored.value == TERMS_VERSION:
+                if self.meta_in(session, "terms_version") == TERMS_VERSION:
                     return
             self.terms.clear(session)
             rows = session.execute(select(ChunkRow.id, ChunkRow.heading, ChunkRow.text)
@@ -216,8 +215,13 @@ class Store:
     # -- reads -------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._sessions() as session:
-            row = session.get(MetaRow, key)
-            return row.value if row else default
+            return self.meta_in(session, key, default)
+
+    @staticmethod
+    def meta_in(session: Session, key: str, default: str | None = None) -> str | None:
+        """A meta value as this transaction sees it."""
+        row = session.get(MetaRow, key)
+        return row.value if row else default
 
     def documents(self) -> list[StoredDocument]:
         with self._sessions() as session:
@@ -399,11 +403,8 @@ class Store:
                         for page, scan in scans
                         for number, ln in enumerate(scan.normalized()))
         session.flush()
-        added = [(r.id, r.heading, r.text) for r in rows]
-        if PENDING_TERMS in session.info:
-            session.info[PENDING_TERMS][1].extend(added)
-        else:  # a session of the caller's own
-            self.terms.insert(session, added)
+        # their terms reach the lexical index when the transaction ends (`transaction`)
+        session.info[PENDING_TERMS][1].extend((r.id, r.heading, r.text) for r in rows)
         return [r.id for r in rows]
 
 

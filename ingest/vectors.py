@@ -127,6 +127,16 @@ class IngestState:
         self.indexes[name].add(ids, array)
 
 
+def parse_spaces(raw: str) -> list[tuple[str, int, int]]:
+    """Meta `vector_spaces` as (name, dimension, vectors; -1 when not recorded).
+
+    Example: parse_spaces('[["minilm", 384, 7], ["use", 512]]') == \
+        [("minilm", 384, 7), ("use", 512, -1)]
+    """
+    return [(str(row[0]), int(row[1]), int(row[2]) if len(row) > 2 else -1)
+            for row in json.loads(raw)]
+
+
 @overload
 def recorded_spaces(store: Store) -> list[tuple[str, int]]: ...
 
@@ -139,8 +149,7 @@ def recorded_spaces(store: Store, counts: bool = False) -> list[Any]:
     """The committed vector spaces (embedder name, dimension[, vectors]), in file order."""
     raw = store.get_meta(SPACES)
     if raw:
-        rows = [(str(row[0]), int(row[1]), int(row[2]) if len(row) > 2 else -1)
-                for row in json.loads(raw)]
+        rows = parse_spaces(raw)
     else:
         built_with = store.get_meta(FIRST_SPACE)  # a knowledge base from before spaces
         rows = [(built_with, int(store.get_meta(FIRST_DIM) or 0), -1)] \

@@ -182,14 +182,10 @@ def test_postgres_bm25_statistics_follow_inserts_deletes_and_cascades(postgres_u
 
 def test_postgres_statistics_revision_counts_the_rows_already_there(postgres_url: str) -> None:
     from alembic import command
-    from alembic.config import Config
 
     store = Store(postgres_url)
-    config = Config()
-    config.set_main_option("script_location", str(schema.HERE))
     with store.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0001")
+        command.downgrade(schema.config_for(connection), "0001")
     _put(store, "/a.txt", ["pumps need kits", "pump engines"])
     schema.upgrade(store.engine)
     kept_totals, kept, totals, counted = _statistics(store)

@@ -68,10 +68,15 @@ def upgrade(engine: Engine) -> None:
                 f"this knowledge base has schema revision {found}, which this kbqa does not "
                 f"know (its newest is {head()}): it was written by a newer kbqa. Update kbqa, "
                 "or point KBQA_DATABASE_URL / KBQA_DATA_DIR at another knowledge base")
-        config = Config()
-        config.set_main_option("script_location", str(HERE))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config_for(connection), "head")
+
+
+def config_for(connection: Connection) -> Config:
+    """Alembic's configuration for running revisions on this open connection."""
+    config = Config()
+    config.set_main_option("script_location", str(HERE))
+    config.attributes["connection"] = connection
+    return config
 
 
 def _known() -> set[str]:
