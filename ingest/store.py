@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -130,13 +132,24 @@ def file_sha256(path: Path) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
     # WAL: readers never block the writer; a killed writer leaves the last commit intact.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # The mode is kept in the file. Switching a new file is refused at once, busy timeout
+    # or not, while another connection switches it (processes opening a new knowledge base
+    # together): try again.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     # FULL: a commit is on disk when it returns, so the vector files it supersedes can go
     # (NORMAL may undo several commits on a power loss). One fsync per commit: noise.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
